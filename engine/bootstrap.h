@@ -22,6 +22,10 @@ std::vector<std::pair<std::string, std::string>> SidecarEnv(const Workload& w, c
                                                             const MeshFacts& facts);
 // The file body: one KEY=value line per entry, as docker --env-file reads it.
 std::string RenderSidecarEnv(const std::vector<std::pair<std::string, std::string>>& env);
+// Problems that would corrupt the file (invalid or duplicate key, a value with a line break or
+// NUL), one message each; empty when the env is fine. RenderSidecarEnv escapes such values
+// rather than emit a broken file, so callers validate with this first and refuse.
+std::vector<std::string> CheckSidecarEnv(const std::vector<std::pair<std::string, std::string>>& env);
 
 // <hub>/proxyv2:<tag>, or the workload's full image override.
 std::string ProxyImage(const Workload& w, const MeshFacts& facts);

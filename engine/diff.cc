@@ -15,9 +15,15 @@ using nlohmann::json;
 const std::set<std::string> kVolatileObserved = {"resourceVersion", "uid", "id", "issued_at",
                                                  "expires_at", "was_on", "generation"};
 
+bool IsSha256(const json& v) {
+  if (!v.is_string() || v.get_ref<const std::string&>().size() != 64) return false;
+  return v.get_ref<const std::string&>().find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
 std::string Short(const json& v) {
   if (IsUnknown(v)) return "(known after refresh)";
   if (v.is_null()) return "(none)";
+  if (IsSha256(v)) return "sha256:" + v.get<std::string>().substr(0, 12);
   std::string s = v.dump();
   if (s.size() > 72) s = s.substr(0, 69) + "...";
   return s;
@@ -46,6 +52,7 @@ void Compare(const json& before, const json& after, const std::string& path, boo
   r.drift = drift;
   r.message = drift ? "changed outside onboard: recorded " + Short(before) + ", found " + Short(after)
                     : Short(before) + " -> " + Short(after);
+  if (!drift && path == "config_hash") r.message += " (the proxy's docker run arguments or sidecar.env changed)";
   out->push_back(std::move(r));
 }
 

@@ -69,6 +69,10 @@ Result<std::vector<size_t>> Dag::TopologicalOrder() const {
   }
   std::vector<size_t> cycle(path.begin() + seen_at[v], path.end());
   std::reverse(cycle.begin(), cycle.end());  // predecessors walked backwards: flip to edge order
+  // Start at the smallest name so the message is the same whichever node the walk began at.
+  auto first = std::min_element(cycle.begin(), cycle.end(),
+                                [this](size_t a, size_t b) { return names_[a] < names_[b]; });
+  std::rotate(cycle.begin(), first, cycle.end());
   std::string text;
   for (size_t c : cycle) text += names_[c] + " -> ";
   text += names_[cycle.front()];

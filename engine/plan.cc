@@ -54,6 +54,9 @@ const char* Verb(Action a) {
 
 std::string Value(const json& v) {
   if (IsUnknown(v)) return "(known after refresh)";
+  if (v.is_string() && v.get_ref<const std::string&>().size() == 64 &&
+      v.get_ref<const std::string&>().find_first_not_of("0123456789abcdef") == std::string::npos)
+    return "sha256:" + v.get<std::string>().substr(0, 12);
   std::string s = v.dump();
   if (s.size() > 96) s = s.substr(0, 93) + "...";
   return s;
