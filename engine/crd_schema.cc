@@ -1,7 +1,8 @@
 // CRD structural-schema validation: valijson for the JSON-Schema keywords, a small table of
 // evaluators for the CEL rules (x-kubernetes-validations) Istio's WorkloadEntry and Sidecar use.
 // valijson reports schema problems by exception; they are caught here and never leave this file.
-#define VALIJSON_USE_EXCEPTIONS 1
+// VALIJSON_USE_EXCEPTIONS=1 is set for the whole project (CMakeLists.txt): valijson is header-only
+// and every translation unit must see the same setting.
 
 #include "engine/crd_schema.h"
 

@@ -48,6 +48,7 @@ std::vector<Resource> BuildDesired(const Model& model, const MeshFacts* facts) {
                                                                     : c.mesh_expansion->ns}};
     out.push_back(std::move(r));
   }
+  std::set<std::string> sidecars;  // one Sidecar object may select several workloads (tctl style)
   for (const Workload& w : model.workloads) {
     {
       Resource r = Make(ResourceType::kWorkloadEntry, w);
@@ -55,8 +56,11 @@ std::vector<Resource> BuildDesired(const Model& model, const MeshFacts* facts) {
       out.push_back(std::move(r));
     }
     json sidecar = SidecarObject(w);
-    if (!sidecar.is_null()) {
+    std::string sidecar_key = w.ns + "/" + (w.sidecar_name.empty() ? w.name : w.sidecar_name);
+    if (!sidecar.is_null() && sidecars.insert(sidecar_key).second) {
       Resource r = Make(ResourceType::kSidecar, w);
+      // Addressed by the Sidecar's own name: the object is shared when several workloads use it.
+      r.address.name = sidecar_key;
       r.attributes = json{{"object", sidecar}};
       out.push_back(std::move(r));
     }

@@ -33,16 +33,32 @@ void Compare(const json& before, const json& after, const std::string& path, boo
              bool drift, std::vector<Reason>* out) {
   if (IsUnknown(after)) return;
   if (before.is_object() && after.is_object() && !IsUnknown(before)) {
-    std::set<std::string> keys;
-    for (auto it = after.begin(); it != after.end(); ++it) keys.insert(it.key());
-    if (!subset)
-      for (auto it = before.begin(); it != before.end(); ++it) keys.insert(it.key());
-    for (const auto& k : keys) {
-      if (path.empty() && k == "connection") continue;
-      std::string p = path.empty() ? k : path + "." + k;
-      json b = before.contains(k) ? before[k] : json();
-      json a = after.contains(k) ? after[k] : json();
-      Compare(b, a, p, subset, drift, out);
+    // Both objects are ordered maps: walk them side by side (no key set, no copies).
+    static const json kNull;
+    auto b = before.begin(), a = after.begin();
+    while (b != before.end() || a != after.end()) {
+      const std::string* key;
+      const json* bv = &kNull;
+      const json* av = &kNull;
+      if (a == after.end() || (b != before.end() && b.key() < a.key())) {
+        key = &b.key();
+        bv = &*b;
+        ++b;
+        if (subset) continue;
+      } else if (b == before.end() || a.key() < b.key()) {
+        key = &a.key();
+        av = &*a;
+        ++a;
+      } else {
+        key = &a.key();
+        bv = &*b;
+        av = &*a;
+        ++a;
+        ++b;
+      }
+      if (path.empty() && *key == "connection") continue;
+      if (*bv == *av) continue;
+      Compare(*bv, *av, path.empty() ? *key : path + "." + *key, subset, drift, out);
     }
     return;
   }
@@ -140,16 +156,20 @@ Result<Plan> Diff(const std::vector<Resource>& desired, const State* state, cons
     Change c;
     c.address = d ? d->address : prior->address;
     c.workload = d ? d->workload : prior->workload;
-    c.before = prior ? prior->attributes : json();
-    c.after = d ? d->attributes : json();
+    // before/after are filled in only for resources that change (copies of large trees otherwise).
+    auto fill = [&] {
+      c.before = prior ? prior->attributes : json();
+      c.after = d ? d->attributes : json();
+    };
 
     if (d && IsCheck(d->address.type)) {
-      c.before = json();
+      c.after = d->attributes;
       c.action = Action::kNoOp;  // promoted to kRead below when its workload changes
       plan.changes.push_back(std::move(c));
       continue;
     }
     if (!d) {
+      fill();
       c.action = Action::kDelete;
       c.reasons.push_back({"", opts.destroy ? "destroy requested" : "no longer in the manifests", false});
       if (obs && !obs->exists)
@@ -158,6 +178,7 @@ Result<Plan> Diff(const std::vector<Resource>& desired, const State* state, cons
       continue;
     }
     if (!prior) {
+      fill();
       c.action = Action::kCreate;
       if (obs && obs->exists) {
         c.before = obs->attributes;
@@ -167,6 +188,7 @@ Result<Plan> Diff(const std::vector<Resource>& desired, const State* state, cons
       continue;
     }
     if (prior->intent) {
+      fill();
       auto a = ActionFromName(prior->intent->action);
       c.action = a && *a != Action::kDelete ? (prior->attributes.empty() ? Action::kCreate : *a)
                                              : Action::kUpdate;
@@ -177,6 +199,7 @@ Result<Plan> Diff(const std::vector<Resource>& desired, const State* state, cons
       continue;
     }
     if (obs && !obs->exists) {
+      fill();
       c.action = Action::kCreate;
       c.reasons.push_back({"", "recorded in state but missing from the world (deleted outside onboard)", true});
       plan.changes.push_back(std::move(c));
@@ -204,8 +227,11 @@ Result<Plan> Diff(const std::vector<Resource>& desired, const State* state, cons
       }
     }
     if (reasons.empty()) {
+      // Unchanged resources carry no before/after: nothing shows or acts on them, and a plan of
+      // a large unchanged fleet stays small.
       c.action = Action::kNoOp;
     } else {
+      fill();
       bool replace = false;
       for (const auto& r : reasons) replace = replace || IsReplaceField(d->address.type, r.field);
       c.action = replace ? Action::kReplace : Action::kUpdate;
@@ -217,6 +243,15 @@ Result<Plan> Diff(const std::vector<Resource>& desired, const State* state, cons
   // Rules that cross resources of one workload.
   std::map<std::string, size_t> idx;
   for (size_t i = 0; i < plan.changes.size(); ++i) idx[plan.changes[i].address.ToString()] = i;
+  // A no-op promoted to a change gets its before/after now.
+  auto promote = [&](Change* c, Action a) {
+    c->action = a;
+    std::string addr = c->address.ToString();
+    const ResourceState* prior = state ? state->Find(addr) : nullptr;
+    auto wi = want.find(addr);
+    c->before = prior ? prior->attributes : json();
+    c->after = wi != want.end() ? wi->second->attributes : json();
+  };
   std::set<std::string> workloads;
   for (const auto& c : plan.changes)
     if (!c.workload.empty()) workloads.insert(c.workload);
@@ -229,11 +264,11 @@ Result<Plan> Diff(const std::vector<Resource>& desired, const State* state, cons
       for (const auto& r : files->reasons)
         token_file_needed = token_file_needed || r.field.rfind("files.istio-token", 0) == 0;
       if (token_file_needed && token->action == Action::kNoOp) {
-        token->action = Action::kReplace;
+        promote(token, Action::kReplace);
         token->reasons.push_back({"", "the VM's istio-token must be rewritten and a token can't be read back", false});
       }
       if (Acts(token) && files->action == Action::kNoOp) {
-        files->action = Action::kUpdate;
+        promote(files, Action::kUpdate);
         files->reasons.push_back({"files.istio-token", "a new token is written in place", false});
       }
     }

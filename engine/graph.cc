@@ -16,7 +16,7 @@ size_t Dag::AddNode(const std::string& name) {
 }
 
 void Dag::AddEdge(size_t from, size_t to) {
-  if (!boost::edge(from, to, g_).second) boost::add_edge(from, to, g_);
+  boost::add_edge(from, to, g_);
 }
 
 std::vector<size_t> Dag::Successors(size_t i) const {

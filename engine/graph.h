@@ -15,7 +15,9 @@ namespace onboard {
 
 class Dag {
  public:
-  using Graph = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS>;
+  // setS out-edges: adding an edge is O(log degree) and never makes a parallel edge (the mesh
+  // expansion node has one out-edge per workload).
+  using Graph = boost::adjacency_list<boost::setS, boost::vecS, boost::bidirectionalS>;
 
   // Returns the node's index; adding an existing name returns its index.
   size_t AddNode(const std::string& name);

@@ -25,6 +25,12 @@ struct Endpoint {
   std::string identity_file;   // empty: agent, then ~/.ssh/id_ed25519, ~/.ssh/id_ecdsa
   std::string known_hosts;     // path; empty: ~/.ssh/known_hosts
   int connect_timeout_seconds = 10;
+  // While a command runs, a keepalive is sent every alive_interval_seconds; with no byte from the
+  // server for alive_interval_seconds * alive_count_max the connection is given up as dead
+  // (like OpenSSH ServerAliveInterval / ServerAliveCountMax; libssh2's minimum interval is 2).
+  // Long silent commands are fine as long as the server answers the keepalives.
+  int alive_interval_seconds = 10;
+  int alive_count_max = 4;
   HostKeyPolicy host_keys;
   std::string ToString() const;  // "user@host:port"
 };

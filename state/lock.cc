@@ -1,0 +1,45 @@
+#include "state/lock.h"
+
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <vector>
+
+namespace onboard {
+
+std::string CurrentUser() {
+  uid_t uid = ::geteuid();
+  long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
+  std::vector<char> buf(size > 0 ? static_cast<size_t>(size) : 16384);
+  struct passwd pw;
+  struct passwd* result = nullptr;
+  if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &result) == 0 && result && result->pw_name &&
+      *result->pw_name)
+    return result->pw_name;
+  if (const char* user = std::getenv("USER"); user && *user) return user;
+  return std::to_string(uid);
+}
+
+std::string CurrentHost() {
+  char name[256] = {0};
+  if (::gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "localhost";
+  return name;
+}
+
+LockInfo NewLockInfo(const std::string& operation, const std::string& path, int64_t now) {
+  LockInfo info;
+  info.id = NewLineage();
+  info.operation = operation;
+  info.host = CurrentHost();
+  info.who = CurrentUser() + "@" + info.host;
+  info.pid = static_cast<int>(::getpid());
+#ifdef ONBOARD_VERSION
+  info.version = ONBOARD_VERSION;
+#endif
+  info.created = now;
+  info.path = path;
+  return info;
+}
+
+}  // namespace onboard
