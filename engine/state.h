@@ -52,6 +52,8 @@ struct State {
 // JSON codec (schemas/state.schema.json). Decode refuses unknown format_version.
 nlohmann::json EncodeState(const State& s);
 Result<State> DecodeState(const nlohmann::json& j, const std::string& source);
+// The same, taking the document apart instead of copying it (large states).
+Result<State> DecodeState(nlohmann::json&& j, const std::string& source);
 std::string NewLineage();  // random UUID v4
 
 // Who holds a lock (Terraform's lock info shape).

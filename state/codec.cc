@@ -84,7 +84,10 @@ class Decoder {
     std::string p = path + "." + key;
     if (it == obj.end()) return Fail(p, "missing (an object is required)");
     if (!it->is_object()) return Fail(p, std::string("must be an object, got ") + JsonTypeName(*it));
-    *out = *it;
+    if (steal_)
+      *out = std::move(const_cast<json&>(*it));  // the caller gave up the document (DecodeState(json&&))
+    else
+      *out = *it;
     return Status::Ok();
   }
 
@@ -188,6 +191,8 @@ class Decoder {
     return st;
   }
 
+ bool steal_ = false;
+
  private:
   std::string source_;
 };
@@ -224,6 +229,16 @@ Result<State> DecodeState(const nlohmann::json& j, const std::string& source) {
   try {
     return Decoder(source).Decode(j);
   } catch (const std::exception& e) {  // defensive: nothing above should throw
+    return Result<State>::Error("state file " + source + ": " + e.what());
+  }
+}
+
+Result<State> DecodeState(nlohmann::json&& j, const std::string& source) {
+  try {
+    Decoder d(source);
+    d.steal_ = true;  // move attributes/observed out of the parsed document instead of copying
+    return d.Decode(j);
+  } catch (const std::exception& e) {
     return Result<State>::Error("state file " + source + ": " + e.what());
   }
 }

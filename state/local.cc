@@ -236,9 +236,25 @@ std::string LocalStateStore::Describe() const { return path_; }
 
 namespace {
 
+// Pretty at the top level and one line per resource: readable and diffable, and about half the
+// bytes of a fully indented file (a 10,000-workload fleet's state is parsed on every plan).
 Result<std::string> Dump(const json& encoded) {
   try {
-    return encoded.dump(2) + "\n";
+    std::string out = "{\n";
+    bool first = true;
+    for (auto it = encoded.begin(); it != encoded.end(); ++it) {
+      out += first ? "" : ",\n";
+      first = false;
+      out += "  " + json(it.key()).dump() + ": ";
+      if (it.key() == "resources" && it->is_array() && !it->empty()) {
+        out += "[\n";
+        for (size_t i = 0; i < it->size(); ++i) out += (i ? ",\n    " : "    ") + (*it)[i].dump();
+        out += "\n  ]";
+      } else {
+        out += it->dump();
+      }
+    }
+    return out + "\n}\n";
   } catch (const std::exception& e) {  // invalid UTF-8 in a string
     return Result<std::string>::Error("cannot encode the state: " + std::string(e.what()));
   }
@@ -416,7 +432,7 @@ Result<State> ParseState(const std::string& bytes, const std::string& path, cons
     return Result<State>::Error("state file " + path + " cannot be parsed (" + e.what() +
                                 "); fix it, or restore the previous copy " + backup);
   }
-  Result<State> st = DecodeState(j, path);
+  Result<State> st = DecodeState(std::move(j), path);
   if (!st && st.error().find("upgrade onboard") == std::string::npos)
     return Result<State>::Error(st.error() + "; fix the file, or restore the previous copy " + backup);
   return st;
@@ -440,7 +456,19 @@ Result<std::optional<State>> LocalStateStore::Read() {
     return st.status();
   }
   unreadable_.reset();
+  Remember(**bytes, st->lineage, st->serial);
   return std::optional<State>(std::move(*st));
+}
+
+void LocalStateStore::Remember(const std::string& bytes, const std::string& lineage, int64_t serial) {
+  struct stat sb {};
+  if (::stat(path_.c_str(), &sb) != 0 || static_cast<size_t>(sb.st_size) != bytes.size()) {
+    known_.reset();
+    return;
+  }
+  known_ = Known{sb.st_dev, sb.st_ino, sb.st_size,
+                 static_cast<int64_t>(sb.st_mtim.tv_sec) * 1000000000 + sb.st_mtim.tv_nsec,
+                 lineage, serial, bytes};
 }
 
 Status LocalStateStore::Write(const State& s) {
@@ -471,22 +499,38 @@ Status LocalStateStore::Write(const State& s) {
     if (!S_ISREG(cur.st_mode))
       return Status::Error(refuse + "it exists and is not a regular file; move it aside");
     exists = true;
-    Result<std::optional<std::string>> old_bytes = ReadFile(path_);
-    if (!old_bytes) return Status::Error(refuse + old_bytes.error());
-    if (old_bytes->has_value()) {
-      Result<State> old = ParseState(**old_bytes, path_, backup_path());
-      if (!old)
-        return Status::Error(refuse + "the file there could not be read (" + old.error() +
-                             "), and onboard never overwrites a state it could not read");
-      if (old->lineage != s.lineage)
-        return Status::Error(refuse + "it holds a different state (lineage " + old->lineage +
+    int64_t mtime_ns = static_cast<int64_t>(cur.st_mtim.tv_sec) * 1000000000 + cur.st_mtim.tv_nsec;
+    std::optional<std::string> old_text;
+    std::string old_lineage;
+    int64_t old_serial = 0;
+    if (known_ && known_->dev == cur.st_dev && known_->ino == cur.st_ino && known_->size == cur.st_size &&
+        known_->mtime_ns == mtime_ns) {
+      old_text = known_->bytes;  // still the file this store read or wrote last
+      old_lineage = known_->lineage;
+      old_serial = known_->serial;
+    } else {
+      Result<std::optional<std::string>> old_bytes = ReadFile(path_);
+      if (!old_bytes) return Status::Error(refuse + old_bytes.error());
+      if (old_bytes->has_value()) {
+        Result<State> old = ParseState(**old_bytes, path_, backup_path());
+        if (!old)
+          return Status::Error(refuse + "the file there could not be read (" + old.error() +
+                               "), and onboard never overwrites a state it could not read");
+        old_text = std::move(**old_bytes);
+        old_lineage = old->lineage;
+        old_serial = old->serial;
+      }
+    }
+    if (old_text) {
+      if (old_lineage != s.lineage)
+        return Status::Error(refuse + "it holds a different state (lineage " + old_lineage +
                              ", this state has lineage " + s.lineage +
                              "); use another --state path or move the file aside");
-      if (old->serial > s.serial)
-        return Status::Error(refuse + "it is at serial " + std::to_string(old->serial) +
+      if (old_serial > s.serial)
+        return Status::Error(refuse + "it is at serial " + std::to_string(old_serial) +
                              ", newer than this state's serial " + std::to_string(s.serial) +
                              " (another run wrote it since this one read it); run the command again");
-      if (**old_bytes == *bytes) {  // no change: no write, just make sure of the mode
+      if (*old_text == *bytes) {  // no change: no write, just make sure of the mode
         if ((cur.st_mode & 07777) != 0600 && ::chmod(path_.c_str(), 0600) != 0)
           return Status::Error("cannot set mode 0600 on state file " + path_ + ": " + Errno(errno));
         return Status::Ok();
@@ -535,6 +579,7 @@ Status LocalStateStore::Write(const State& s) {
   }
   if (Status d = FsyncDir(dir_); !d)
     return Status::Error("state file " + path_ + " was replaced but may not be durable: " + d.message());
+  Remember(*bytes, s.lineage, s.serial);
   return Status::Ok();
 }
 

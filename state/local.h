@@ -67,6 +67,19 @@ class LocalStateStore : public StateStore {
   std::string lock_id_;
   // Why the last Read() failed; Write() refuses while it is set (never overwrite what we
   // could not read). Cleared by a successful Read().
+  // The file as this store last read or wrote it: while the file on disk is still that one (same
+  // inode, size and mtime), Write() need not read and parse it again to check lineage and serial.
+  struct Known {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    int64_t mtime_ns = 0;
+    std::string lineage;
+    int64_t serial = 0;
+    std::string bytes;
+  };
+  std::optional<Known> known_;
+  void Remember(const std::string& bytes, const std::string& lineage, int64_t serial);
   std::optional<std::string> unreadable_;
 };
 

@@ -1,0 +1,130 @@
+# Shared by scripts/demo.sh and tests/e2e/e2e.sh: start the local sandbox (the test Kubernetes API
+# server with its seeded Istio namespace, and sshd "VMs" with the docker stand-in) and write the
+# Bookinfo Fleet manifest that points onboard at it. Source it; it defines functions only.
+#
+#   sandbox_start DIR BUILD_DIR COUNT   starts both into DIR (must be empty or absent); sets
+#                                       SANDBOX_APISERVER_PID, SANDBOX_VMS_PID, SANDBOX_API_URL
+#   sandbox_write_fleet DIR             writes DIR/fleet/bookinfo.yaml from DIR/vms/vms.json
+#   sandbox_stop                        stops what sandbox_start started (by PID), waits for it
+#
+# Network choice: the Fleet gives the workloads no `network`, i.e. the VMs are on the cluster's
+# network. That is the truth for the sandbox (everything is on 127.0.0.1), and it means onboard
+# plans no check.gateway / check.inbound resources: there is no VM gateway to reach.
+
+SANDBOX_APISERVER_PID=""
+SANDBOX_VMS_PID=""
+SANDBOX_API_URL=""
+
+# Waits up to $2 seconds for file $1 to exist; fails naming the log $3 when the process $4 died.
+sandbox_wait_file() {
+  local file=$1 secs=$2 log=$3 pid=$4 i
+  for ((i = 0; i < secs * 10; i++)); do
+    [ -s "$file" ] && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "sandbox: the process writing $file (pid $pid) exited; its output ($log):" >&2
+      sed 's/^/  | /' "$log" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "sandbox: $file did not appear within ${secs}s; see $log" >&2
+  return 1
+}
+
+sandbox_start() {
+  local dir=$1 build=$2 count=${3:-3}
+  local src
+  src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  mkdir -p "$dir/api" "$dir/vms"
+  "${SANDBOX_APISERVER_BIN:-$build/tests/sandbox/apiserver/onboard-test-apiserver}" --dir "$dir/api" --port 0 \
+    >"$dir/api/server.log" 2>&1 &
+  SANDBOX_APISERVER_PID=$!
+  "${SANDBOX_VMS_BIN:-$build/onboard-sandbox-vms}" --dir "$dir/vms" --count "$count" \
+    --docker "$src/tests/sandbox/docker/docker-standin" >"$dir/vms/harness.log" 2>&1 &
+  SANDBOX_VMS_PID=$!
+  sandbox_wait_file "$dir/api/ready" 30 "$dir/api/server.log" "$SANDBOX_APISERVER_PID" || return 1
+  sandbox_wait_file "$dir/vms/ready" 60 "$dir/vms/harness.log" "$SANDBOX_VMS_PID" || return 1
+  SANDBOX_API_URL="https://127.0.0.1:$(cat "$dir/api/port")"
+}
+
+sandbox_stop() {
+  local p
+  for p in $SANDBOX_VMS_PID $SANDBOX_APISERVER_PID; do
+    kill -TERM "$p" 2>/dev/null || true
+  done
+  for p in $SANDBOX_VMS_PID $SANDBOX_APISERVER_PID; do
+    wait "$p" 2>/dev/null || true
+  done
+  SANDBOX_VMS_PID=""
+  SANDBOX_APISERVER_PID=""
+}
+
+# One workload of the Fleet: $1 name, $2 index into vms.json, $3 app, $4 version, $5 hosts entries.
+sandbox_workload_yaml() {
+  local vms=$1 name=$2 i=$3 app=$4 version=$5 hosts=$6
+  local host port user config hostsfile
+  host=$(jq -r ".vms[$i].host" "$vms")
+  port=$(jq -r ".vms[$i].port" "$vms")
+  user=$(jq -r ".vms[$i].user" "$vms")
+  config=$(jq -r ".vms[$i].config_dir" "$vms")
+  hostsfile=$(jq -r ".vms[$i].hosts_file" "$vms")
+  cat <<YAML
+    - name: $name
+      namespace: bookinfo
+      address: 127.0.0.1
+      serviceAccount: bookinfo-$app
+      labels: {class: vm, app: $app, version: $version}
+      ports: {http: 9080}
+      ssh: {host: "$host", port: $port, user: "$user"}
+      proxy: {configDir: "$config"}
+      vm: {hostsFile: "$hostsfile"}
+      sidecar:
+        ingress:
+          - port: {number: 9080, protocol: HTTP, name: http}
+            defaultEndpoint: 127.0.0.1:9080
+        egress:
+          - bind: 127.0.0.2
+            hosts: ["./*"]
+      hosts:
+        "127.0.0.2": [$hosts]
+YAML
+}
+
+# $1 sandbox dir; $2 token duration (default 24h); $3 renewBefore (default 8h).
+sandbox_write_fleet() {
+  local dir=$1 duration=${2:-24h} renew=${3:-8h}
+  local vms=$dir/vms/vms.json
+  mkdir -p "$dir/fleet"
+  {
+    cat <<YAML
+# Bookinfo's ratings, details and reviews on the sandbox's three sshd VMs (written by
+# tests/e2e/lib.sh). The VMs share the cluster's network: no \`network\`, so no gateway checks.
+apiVersion: onboard.dev/v1alpha1
+kind: Fleet
+metadata:
+  name: bookinfo-sandbox
+spec:
+  cluster:
+    kubeconfig: "$dir/api/kubeconfig"
+    istioNamespace: istio-system
+    meshExpansion: {controlPlane: controlplane}
+  backend:
+    type: local
+  defaults:
+    ssh:
+      identityFile: "$(jq -r .client_key "$vms")"
+      knownHosts: "$(jq -r .known_hosts "$vms")"
+    proxy:
+      imageHub: docker.io/tetrate
+      tag: 1.8.6
+      containerName: istio-proxy
+    token:
+      duration: $duration
+      renewBefore: $renew
+  workloads:
+YAML
+    sandbox_workload_yaml "$vms" ratings-vm 0 ratings v3 "reviews.bookinfo.svc, www.example.org"
+    sandbox_workload_yaml "$vms" details-vm 1 details v1 "www.example.org"
+    sandbox_workload_yaml "$vms" reviews-vm 2 reviews v2 "ratings.bookinfo.svc"
+  } >"$dir/fleet/bookinfo.yaml"
+}
