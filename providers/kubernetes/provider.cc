@@ -75,19 +75,6 @@ const char* OriginName(Origin o) { return o == Origin::kAdopted ? "adopted" : "c
 
 }  // namespace
 
-std::string Sha256Hex(const std::string& bytes) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr);
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 15];
-  }
-  return out;
-}
-
 json NormalizeObject(const json& desired) {
   if (!desired.is_object()) return desired;
   json out = json::object();

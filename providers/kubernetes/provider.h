@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "engine/hash.h"
 #include "engine/provider.h"
 #include "providers/kubernetes/client.h"
 #include "providers/kubernetes/kubeconfig.h"
@@ -64,6 +65,6 @@ nlohmann::json ReduceObject(const nlohmann::json& live, const nlohmann::json& de
                             const nlohmann::json& prior);
 // The desired object with metadata trimmed to name/namespace/labels/annotations.
 nlohmann::json NormalizeObject(const nlohmann::json& desired);
-std::string Sha256Hex(const std::string& bytes);
+using onboard::Sha256Hex;  // engine/hash.h
 
 }  // namespace onboard::k8s

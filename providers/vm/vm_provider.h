@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/hash.h"
 #include "engine/provider.h"
 #include "providers/ssh/pool.h"
 #include "providers/ssh/session.h"
@@ -110,7 +111,7 @@ class VmProvider : public Provider {
 
 // Helpers shared by the provider's files and by tests.
 namespace detail {
-std::string Sha256Hex(const std::string& data);
+using onboard::Sha256Hex;  // engine/hash.h
 // "# BEGIN onboard <workload>" ... "# END onboard <workload>" with one "IP name..." line per entry.
 std::string HostsBlock(const std::string& workload, const nlohmann::json& entries);
 // "644" / "0644" / 420 -> "0644"; empty when not a mode.

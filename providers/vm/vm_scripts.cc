@@ -10,19 +10,6 @@
 namespace onboard::vm {
 namespace detail {
 
-std::string Sha256Hex(const std::string& data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  std::string hex;
-  char buf[3];
-  for (unsigned int i = 0; i < len; ++i) {
-    std::snprintf(buf, sizeof buf, "%02x", md[i]);
-    hex += buf;
-  }
-  return hex;
-}
-
 std::string HostsBlock(const std::string& workload, const nlohmann::json& entries) {
   std::string block = internal::HostsBegin(workload) + "\n";
   if (entries.is_object()) {
