@@ -1,5 +1,7 @@
 #include "state/local.h"
 
+#include "engine/hash.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -468,7 +470,7 @@ void LocalStateStore::Remember(const std::string& bytes, const std::string& line
   }
   known_ = Known{sb.st_dev, sb.st_ino, sb.st_size,
                  static_cast<int64_t>(sb.st_mtim.tv_sec) * 1000000000 + sb.st_mtim.tv_nsec,
-                 lineage, serial, bytes};
+                 lineage, serial, Sha256Hex(bytes)};
 }
 
 Status LocalStateStore::Write(const State& s) {
@@ -500,12 +502,12 @@ Status LocalStateStore::Write(const State& s) {
       return Status::Error(refuse + "it exists and is not a regular file; move it aside");
     exists = true;
     int64_t mtime_ns = static_cast<int64_t>(cur.st_mtim.tv_sec) * 1000000000 + cur.st_mtim.tv_nsec;
-    std::optional<std::string> old_text;
+    std::optional<std::string> old_sha;
     std::string old_lineage;
     int64_t old_serial = 0;
     if (known_ && known_->dev == cur.st_dev && known_->ino == cur.st_ino && known_->size == cur.st_size &&
         known_->mtime_ns == mtime_ns) {
-      old_text = known_->bytes;  // still the file this store read or wrote last
+      old_sha = known_->sha256;  // still the file this store read or wrote last
       old_lineage = known_->lineage;
       old_serial = known_->serial;
     } else {
@@ -516,12 +518,12 @@ Status LocalStateStore::Write(const State& s) {
         if (!old)
           return Status::Error(refuse + "the file there could not be read (" + old.error() +
                                "), and onboard never overwrites a state it could not read");
-        old_text = std::move(**old_bytes);
+        old_sha = Sha256Hex(**old_bytes);
         old_lineage = old->lineage;
         old_serial = old->serial;
       }
     }
-    if (old_text) {
+    if (old_sha) {
       if (old_lineage != s.lineage)
         return Status::Error(refuse + "it holds a different state (lineage " + old_lineage +
                              ", this state has lineage " + s.lineage +
@@ -530,7 +532,7 @@ Status LocalStateStore::Write(const State& s) {
         return Status::Error(refuse + "it is at serial " + std::to_string(old_serial) +
                              ", newer than this state's serial " + std::to_string(s.serial) +
                              " (another run wrote it since this one read it); run the command again");
-      if (*old_text == *bytes) {  // no change: no write, just make sure of the mode
+      if (*old_sha == Sha256Hex(*bytes)) {  // no change: no write, just make sure of the mode
         if ((cur.st_mode & 07777) != 0600 && ::chmod(path_.c_str(), 0600) != 0)
           return Status::Error("cannot set mode 0600 on state file " + path_ + ": " + Errno(errno));
         return Status::Ok();

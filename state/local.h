@@ -76,7 +76,7 @@ class LocalStateStore : public StateStore {
     int64_t mtime_ns = 0;
     std::string lineage;
     int64_t serial = 0;
-    std::string bytes;
+    std::string sha256;  // of the bytes (not the bytes: a large state would be held twice)
   };
   std::optional<Known> known_;
   void Remember(const std::string& bytes, const std::string& lineage, int64_t serial);

@@ -22,6 +22,7 @@
 #include "engine/manifest.h"
 #include "engine/plan.h"
 #include "engine/state.h"
+#include "state/local.h"
 
 extern char** environ;
 
@@ -117,8 +118,8 @@ int Main(int argc, char** argv) {
     st.resources[r.address.ToString()] = std::move(rs);
   }
   {
-    std::ofstream out(state_path);
-    out << EncodeState(st).dump(2);
+    auto bytes = LocalStateStore::Serialize(st);  // exactly as onboard writes it
+    std::ofstream(state_path) << *bytes;
   }
   chmod(state_path.c_str(), 0600);
   struct stat sb {};
