@@ -81,7 +81,7 @@ std::string FormatDuration(int64_t seconds) {
   if (d) out += std::to_string(d) + "d";
   if (h) out += std::to_string(h) + "h";
   if (m && !d) out += std::to_string(m) + "m";
-  if (out.empty()) out = std::to_string(seconds % 60) + "s";
+  if (seconds % 60 && !d && !h) out += std::to_string(seconds % 60) + "s";
   return out;
 }
 

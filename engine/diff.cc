@@ -226,6 +226,15 @@ Result<Plan> Diff(const std::vector<Resource>& desired, const State* state, cons
         reasons.push_back({"expires_at", msg, false});
       }
     }
+    // The same field can be seen both in the attributes and in the observed facts (a file's
+    // sha256): say it once.
+    {
+      std::set<std::string> seen;
+      std::vector<Reason> unique;
+      for (auto& r : reasons)
+        if (r.field.empty() || seen.insert(r.field).second) unique.push_back(std::move(r));
+      reasons = std::move(unique);
+    }
     if (reasons.empty()) {
       // Unchanged resources carry no before/after: nothing shows or acts on them, and a plan of
       // a large unchanged fleet stays small.

@@ -50,8 +50,14 @@ trap 'exit 130' INT TERM
 
 header "sandbox ($sandbox)"
 # A fresh sandbox every time; stop one a previous --keep left running first.
+# (only when that PID still runs one of our sandbox binaries: a PID may have been reused).
 for f in "$sandbox/api/pid" "$sandbox/vms/ready"; do
-  if [ -s "$f" ]; then kill -TERM "$(cat "$f")" 2>/dev/null || true; fi
+  if [ -s "$f" ]; then
+    old=$(cat "$f")
+    if tr '\0' ' ' <"/proc/$old/cmdline" 2>/dev/null | grep -q 'onboard-\(test-apiserver\|sandbox-vms\)'; then
+      kill -TERM "$old" 2>/dev/null || true
+    fi
+  fi
 done
 sleep 0.3
 rm -rf "$sandbox"

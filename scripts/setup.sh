@@ -10,7 +10,7 @@ pkgs=(
   openssh-server openssh-client
   docker.io busybox-static
   clang-14 libclang-rt-14-dev
-  procps iproute2 ca-certificates
+  procps iproute2 ca-certificates jq curl
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -452,7 +452,7 @@ std::string Client::ErrorMessage(const Request& req, const Response& resp) const
     case 422:
       hint = causes.empty() ? std::string("the object is invalid") : "invalid fields: ";
       for (std::size_t i = 0; i < causes.size(); ++i) hint += (i ? "; " : "") + causes[i];
-      hint += "; fix them in the manifest";
+      hint += causes.empty() ? "; fix the manifest" : "; fix them in the manifest";
       break;
     case 429:
       hint = "the API server is throttling requests (gave up after retries); try again later or lower --parallelism";

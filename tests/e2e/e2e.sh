@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # End-to-end tests: the built `onboard` against the sandbox (test Kubernetes API server + three
 # sshd VMs with the docker stand-in), one scenario per invocation, each in a fresh sandbox:
-#   e2e.sh SCENARIO      SCENARIO = apply | drift | rollback | destroy | token | crash
+#   e2e.sh SCENARIO      SCENARIO = apply | drift | rollback | destroy | token | crash | concurrent
 # Binaries come from the environment (tests/e2e/CMakeLists.txt sets them):
-#   ONBOARD, SANDBOX_APISERVER_BIN, SANDBOX_VMS_BIN
+#   ONBOARD, SANDBOX_APISERVER_BIN, SANDBOX_VMS_BIN; E2E_KEEP=1 keeps the sandbox dir of a pass too.
 # Every check that fails prints what it expected and what it found, and the test exits 1.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 source "$here/lib.sh"
 : "${ONBOARD:?set ONBOARD to the onboard binary}"
-scenario=${1:?usage: e2e.sh apply|drift|rollback|destroy|token|crash}
+scenario=${1:?usage: e2e.sh apply|drift|rollback|destroy|token|crash|concurrent}
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/onboard-e2e-$scenario.XXXXXX")
 failures=0
@@ -19,7 +19,7 @@ finish() {
   local rc=$?
   [ -n "$ONBOARD_PID" ] && kill -KILL "$ONBOARD_PID" 2>/dev/null
   sandbox_stop
-  if [ "$failures" = 0 ] && [ "$rc" = 0 ]; then
+  if [ "$failures" = 0 ] && [ "$rc" = 0 ] && [ -z "${E2E_KEEP:-}" ]; then
     rm -rf "$T"
   else
     echo "e2e $scenario: FAILED (sandbox, logs and outputs kept in $T)" >&2
@@ -41,7 +41,9 @@ ob() {
   local expect=$1; shift
   step=$((step + 1))
   echo "---- [$step] onboard $* (expect exit $expect)"
-  (cd "$T/fleet" && "$ONBOARD" "$@" --no-color) >"$T/out.$step" 2>&1
+  local color=(--no-color)
+  case $1 in plan|apply|destroy) ;; *) color=() ;; esac
+  (cd "$T/fleet" && "$ONBOARD" "$@" "${color[@]}") >"$T/out.$step" 2>&1
   local rc=$?
   cp "$T/out.$step" "$T/out"
   if [ "$rc" != "$expect" ]; then
@@ -131,7 +133,8 @@ check_gone() {   # nothing of VM indexes "$@" is left
       [ -e "$d/$f" ] && fail "VM $name: $d/$f is still there"
     done
     grep -q "onboard bookinfo/$name" "$(vm "$i" hosts_file)" && fail "VM $name: the hosts block is still there"
-    [ -e "$(docker_state "$i")/containers/istio-proxy" ] && fail "VM $name: the istio-proxy container still exists"
+    [ -z "$(ls -A "$(docker_state "$i")/containers" 2>/dev/null)" ] ||
+      fail "VM $name: containers are left: $(ls "$(docker_state "$i")/containers" | tr '\n' ' ')"
   done
   ok "nothing left of: ${*/#/vm}"
 }
@@ -280,45 +283,103 @@ scenario_token() {
   ok "token renewal"
 }
 
-# Kills `onboard apply` (SIGKILL) after each delay, then checks the next apply converges and a plan
-# shows no changes. Between kills the fleet is destroyed again so that each kill lands in real work.
+# SIGKILLs `onboard apply` after each delay and checks that the next apply converges and a plan
+# shows no changes; then SIGKILLs `onboard destroy` after the same delay and checks that the next
+# destroy removes everything. Each killed run's lock must be reported as stale and is cleared with
+# `onboard force-unlock ID`. E2E_CRASH_DELAYS overrides the delays (seconds).
+killed_run() {   # killed_run DELAY SUBCOMMAND: start onboard SUBCOMMAND, SIGKILL it after DELAY
+  local d=$1 cmd=$2
+  echo "==== kill $cmd after ${d}s"
+  (cd "$T/fleet" && exec "$ONBOARD" "$cmd" --auto-approve --no-color) >"$T/killed.$cmd.$d" 2>&1 &
+  ONBOARD_PID=$!
+  sleep "$d"
+  kill -KILL "$ONBOARD_PID" 2>/dev/null
+  wait "$ONBOARD_PID" 2>/dev/null
+  ONBOARD_PID=""
+  grep -E '^\[[0-9]+/[0-9]+\]' "$T/killed.$cmd.$d" | tail -1 | sed 's/^/  last progress line: /'
+  if [ -e "$T/fleet/onboard.state.json.lock" ]; then
+    step=$((step + 1))
+    (cd "$T/fleet" && "$ONBOARD" plan --no-color --lock-timeout 0) >"$T/out" 2>&1
+    local rc=$? lock
+    cp "$T/out" "$T/out.$step"
+    echo "---- [$step] plan with the dead run's lock:"; grep -i 'lock' "$T/out" | head -3 | sed 's/^/  /'
+    [ "$rc" = 1 ] || fail "plan with a dead run's lock exited $rc, expected 1"
+    grep -qi 'stale' "$T/out" || fail "the dead run's lock is not reported as stale: $(head -3 "$T/out")"
+    lock=$(grep -oiE 'force-unlock [A-Za-z0-9_-]+' "$T/out" | head -1 | awk '{print $2}')
+    [ -n "$lock" ] || die "cannot find the lock ID in: $(cat "$T/out")"
+    ob 0 force-unlock "$lock"
+  fi
+  ob 0 state list   # the state the killed run left is readable
+}
+now() { date +%s.%N; }
+spread() {   # spread SECONDS N: N delays evenly inside (0, SECONDS)
+  awk -v t="$1" -v n="$2" 'BEGIN { for (k = 1; k <= n; k++) printf "%.2f ", t * k / (n + 1) }'
+}
 scenario_crash() {
-  local delays=${E2E_CRASH_DELAYS:-"0.3 0.8 1.5 2.5 3.5 5"} d lock
-  for d in $delays; do
-    echo "==== kill apply after ${d}s"
-    (cd "$T/fleet" && exec "$ONBOARD" apply --auto-approve --no-color) >"$T/killed.$d" 2>&1 &
-    ONBOARD_PID=$!
-    sleep "$d"
-    kill -KILL "$ONBOARD_PID" 2>/dev/null
-    wait "$ONBOARD_PID" 2>/dev/null
-    ONBOARD_PID=""
-    if [ -e "$T/fleet/onboard.state.json.lock" ]; then
-      step=$((step + 1))
-      (cd "$T/fleet" && "$ONBOARD" plan --no-color --lock-timeout 0) >"$T/out" 2>&1
-      local rc=$?
-      [ "$rc" = 1 ] || fail "plan with a dead run's lock exited $rc, expected 1"
-      grep -qi 'stale' "$T/out" || fail "the dead run's lock is not reported as stale: $(head -3 "$T/out")"
-      lock=$(grep -oiE 'force-unlock [A-Za-z0-9_-]+' "$T/out" | head -1 | awk '{print $2}')
-      [ -n "$lock" ] || die "cannot find the lock ID in: $(cat "$T/out")"
-      ob 0 force-unlock "$lock"
-    fi
+  # Time one full apply and destroy, then kill each at E2E_CRASH_POINTS (default 4) points spread
+  # over its duration (or at E2E_CRASH_DELAYS seconds, for both).
+  local t0 ta td da dd i d
+  t0=$(now); ob 0 apply --auto-approve; ta=$(awk -v a="$t0" -v b="$(now)" 'BEGIN{print b-a}')
+  t0=$(now); ob 0 destroy --auto-approve; td=$(awk -v a="$t0" -v b="$(now)" 'BEGIN{print b-a}')
+  da=${E2E_CRASH_DELAYS:-$(spread "$ta" "${E2E_CRASH_POINTS:-4}")}
+  dd=${E2E_CRASH_DELAYS:-$(spread "$td" "${E2E_CRASH_POINTS:-4}")}
+  echo "apply takes ${ta}s, destroy ${td}s: killing apply at $da and destroy at $dd"
+  da=($da); dd=($dd)
+  for i in "${!da[@]}"; do
+    d=${da[$i]}
+    killed_run "$d" apply
     ob 0 apply --auto-approve
     ob 0 plan --detailed-exitcode
-    out_has '^No changes' "plan after recovering from a kill at ${d}s"
+    out_has '^No changes' "plan after recovering from an apply killed at ${d}s"
     check_onboarded 0 1 2
+    d=${dd[$i]:-${dd[0]}}
+    killed_run "$d" destroy
     ob 0 destroy --auto-approve
     check_gone 0 1 2
   done
-  ok "crash recovery at: $delays"
+  ok "crash recovery: apply killed at ${da[*]}, destroy killed at ${dd[*]}"
 }
 
-command -v jq >/dev/null || die "jq is needed (apt-get install jq)"
-command -v kubectl >/dev/null || die "kubectl is needed (scripts/setup.sh installs it)"
+# Two runs at once: while an apply holds the lock, another apply with --lock-timeout 0 exits 1
+# naming the live holder (not stale); one with a --lock-timeout waits for it and then finds nothing
+# to do; the state is whole afterwards.
+scenario_concurrent() {
+  local i first rc
+  (cd "$T/fleet" && exec "$ONBOARD" apply --auto-approve --no-color) >"$T/first" 2>&1 &
+  ONBOARD_PID=$!; first=$ONBOARD_PID
+  for ((i = 0; i < 100; i++)); do
+    [ -e "$T/fleet/onboard.state.json.lock" ] && break
+    sleep 0.1
+  done
+  [ -e "$T/fleet/onboard.state.json.lock" ] || die "the first apply took no lock within 10s"
+  ob 1 apply --auto-approve --lock-timeout 0
+  out_has "locked by .*pid $first .*for apply" "second apply: names the holder of the lock"
+  grep -qi stale "$T/out" && fail "second apply: a live holder's lock is called stale"
+  ob 0 apply --auto-approve --lock-timeout 120
+  out_has '^No changes' "third apply: waited for the first and found nothing left to do"
+  wait "$first"; rc=$?; ONBOARD_PID=""
+  [ "$rc" = 0 ] || fail "the first apply exited $rc: $(tail -3 "$T/first")"
+  grep -q '^Apply complete! 19 created' "$T/first" || fail "the first apply did not complete: $(tail -3 "$T/first")"
+  ob 0 state list
+  [ "$(grep -c '^[a-z_]*\.' "$T/out")" = 19 ] || fail "the state should list 19 resources, it lists: $(cat "$T/out")"
+  ob 0 plan --detailed-exitcode
+  check_onboarded 0 1 2
+  ok "concurrency"
+}
+
+# One compound command up to the end of the file: bash parses it whole before running it, so
+# editing this file while a test runs cannot derail the running test.
+{
+for tool in curl jq kubectl; do
+  command -v "$tool" >/dev/null || die "$tool is needed by the e2e tests: apt-get install $tool (kubectl: kubernetes-client)"
+done
 sandbox_start "$T" unused 3 || die "the sandbox did not start"
 sandbox_write_fleet "$T"
 case $scenario in
-  apply|drift|rollback|destroy|token|crash) "scenario_$scenario" ;;
+  apply|drift|rollback|destroy|token|crash|concurrent) "scenario_$scenario" ;;
   *) die "unknown scenario $scenario" ;;
 esac
 [ "$failures" = 0 ] || exit 1
 echo "PASS: e2e $scenario"
+exit 0
+}
