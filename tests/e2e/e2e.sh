@@ -173,7 +173,27 @@ scenario_apply() {
   ob 0 plan --detailed-exitcode
   out_has '^No changes' "plan after apply"
   check_no_writes "plan after apply"
+  ob 0 plan --json --out "$T/saved.plan"
+  check_no_token_leak
   ok "apply + idempotence"
+}
+
+check_no_token_leak() {   # no VM's token (nor its JWT signature) in any output, log, plan or state file
+  local i tok sig f leaked=0
+  for i in 0 1 2; do
+    tok=$(cat "$(vm "$i" config_dir)/istio-token")
+    [ -n "$tok" ] || { fail "VM $i has an empty istio-token"; continue; }
+    sig=${tok##*.}
+    for f in "$T"/out.* "$T/saved.plan" "$T/api/requests.log" "$T"/fleet/onboard.state.json* \
+             "$T"/vms/vm*/sshd.log; do
+      [ -f "$f" ] || continue
+      if grep -qF -- "$sig" "$f"; then
+        fail "VM $i's token appears in $f"
+        leaked=1
+      fi
+    done
+  done
+  [ $leaked = 0 ] && ok "no token in outputs, plans, logs or state"
 }
 
 scenario_drift() {
