@@ -8,10 +8,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "providers/vm/vm_internal.h"
 
@@ -263,7 +266,9 @@ std::map<std::string, Result<Observation>> VmProvider::Refresh(
     slot.second.push_back({&item, attrs});
   }
 
-  for (auto& [vm, group] : by_vm) {
+  // One task per VM (one connection, one exec each), at most kRefreshParallelism VMs at once.
+  using Group = std::pair<ssh::Endpoint, std::vector<Pending>>;
+  auto refresh_vm = [&](const std::string& vm, Group& group, std::map<std::string, Result<Observation>>& res) {
     const ssh::Endpoint& ep = group.first;
     auto& pending = group.second;
     std::string script;
@@ -293,22 +298,22 @@ std::map<std::string, Result<Observation>> VmProvider::Refresh(
     }
     auto fail_all = [&](const std::string& why) {
       for (const auto& p : pending)
-        out.emplace(p.item->address.ToString(),
+        res.emplace(p.item->address.ToString(),
                     Result<Observation>::Error(p.item->address.ToString() + ": " + why));
     };
     auto session = SessionFor(ep);
     if (!session.ok()) {
       fail_all("cannot connect to " + vm + ": " + session.error());
-      continue;
+      return;
     }
     auto r = internal::RunScript(**session, script);
     if (!r.ok()) {
       fail_all(r.error());
-      continue;
+      return;
     }
     if (!r->ok()) {
       fail_all(internal::ExecFailure(ep, "the refresh script", *r));
-      continue;
+      return;
     }
     // Split the output per item.
     std::vector<std::string> sections(pending.size());
@@ -354,13 +359,13 @@ std::map<std::string, Result<Observation>> VmProvider::Refresh(
           auto st = internal::ParseContainerStatus(sections[i]);
           std::string docker = Str(a, "docker").empty() ? "docker" : Str(a, "docker");
           if (st.docker_missing) {
-            out.emplace(addr, Result<Observation>::Error(
+            res.emplace(addr, Result<Observation>::Error(
                                   addr + ": the docker command '" + docker + "' is not found on " +
                                   vm + ": install Docker there or set vm.docker to its path"));
             continue;
           }
           if (!st.error.empty()) {
-            out.emplace(addr, Result<Observation>::Error(
+            res.emplace(addr, Result<Observation>::Error(
                                   addr + ": docker inspect on " + vm + " failed: " + st.error +
                                   " (is the SSH user in the docker group?)"));
             continue;
@@ -381,9 +386,23 @@ std::map<std::string, Result<Observation>> VmProvider::Refresh(
         default:
           break;
       }
-      out.emplace(addr, std::move(obs));
+      res.emplace(addr, std::move(obs));
     }
-  }
+    };
+  std::vector<std::pair<const std::string*, Group*>> vms;
+  for (auto& kv : by_vm) vms.push_back({&kv.first, &kv.second});
+  std::mutex out_mu;
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    std::map<std::string, Result<Observation>> local;
+    for (size_t k; (k = next++) < vms.size();) refresh_vm(*vms[k].first, *vms[k].second, local);
+    std::lock_guard<std::mutex> l(out_mu);
+    for (auto& kv : local) out.emplace(kv.first, std::move(kv.second));
+  };
+  constexpr size_t kRefreshParallelism = 10;
+  std::vector<std::thread> pool;
+  for (size_t t = 0; t < std::min(kRefreshParallelism, vms.size()); ++t) pool.emplace_back(worker);
+  for (auto& t : pool) t.join();
   return out;
 }
 

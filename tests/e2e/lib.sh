@@ -90,9 +90,11 @@ sandbox_workload_yaml() {
 YAML
 }
 
-# $1 sandbox dir; $2 token duration (default 24h); $3 renewBefore (default 8h).
+# $1 sandbox dir; $2 token duration (default 24h); $3 renewBefore (default 8h); $4 workloads: 3 (the
+# Bookinfo trio, default) or more (vm-1..vm-N, one per sandbox VM, for benchmarks).
 sandbox_write_fleet() {
-  local dir=$1 duration=${2:-24h} renew=${3:-8h}
+  local dir=$1 duration=${2:-24h} renew=${3:-8h} count=${4:-3} i
+  local apps=(ratings details reviews)
   local vms=$dir/vms/vms.json
   mkdir -p "$dir/fleet"
   {
@@ -123,8 +125,14 @@ spec:
       renewBefore: $renew
   workloads:
 YAML
-    sandbox_workload_yaml "$vms" ratings-vm 0 ratings v3 "reviews.bookinfo.svc, www.example.org"
-    sandbox_workload_yaml "$vms" details-vm 1 details v1 "www.example.org"
-    sandbox_workload_yaml "$vms" reviews-vm 2 reviews v2 "ratings.bookinfo.svc"
+    if [ "$count" = 3 ]; then
+      sandbox_workload_yaml "$vms" ratings-vm 0 ratings v3 "reviews.bookinfo.svc, www.example.org"
+      sandbox_workload_yaml "$vms" details-vm 1 details v1 "www.example.org"
+      sandbox_workload_yaml "$vms" reviews-vm 2 reviews v2 "ratings.bookinfo.svc"
+    else
+      for ((i = 0; i < count; i++)); do
+        sandbox_workload_yaml "$vms" "vm-$((i + 1))" "$i" "${apps[i % 3]}" v1 "reviews.bookinfo.svc"
+      done
+    fi
   } >"$dir/fleet/bookinfo.yaml"
 }

@@ -326,6 +326,8 @@ Status VmHarness::StartSshd(int i, bool pick_port) {
         << "PrintMotd no\n"
         << "MaxStartups 100:30:200\n"
         << "MaxSessions 50\n"
+        // VERBOSE logs one "Starting session" line per exec/sftp: benchmarks count round trips.
+        << "LogLevel VERBOSE\n"
         << "Subsystem sftp internal-sftp\n"
         // HOME inside the VM dir: the login shell then reads no rc files of the real user (a slow
         // ~/.bashrc would cost every exec), and nothing the VM does touches the real home.
