@@ -336,13 +336,13 @@ spread() {   # spread SECONDS N: N delays evenly inside (0, SECONDS)
   awk -v t="$1" -v n="$2" 'BEGIN { for (k = 1; k <= n; k++) printf "%.2f ", t * k / (n + 1) }'
 }
 scenario_crash() {
-  # Time one full apply and destroy, then kill each at E2E_CRASH_POINTS (default 4) points spread
+  # Time one full apply and destroy, then kill each at E2E_CRASH_POINTS (default 10: 20 kill positions in all) points spread
   # over its duration (or at E2E_CRASH_DELAYS seconds, for both).
   local t0 ta td da dd i d
   t0=$(now); ob 0 apply --auto-approve; ta=$(awk -v a="$t0" -v b="$(now)" 'BEGIN{print b-a}')
   t0=$(now); ob 0 destroy --auto-approve; td=$(awk -v a="$t0" -v b="$(now)" 'BEGIN{print b-a}')
-  da=${E2E_CRASH_DELAYS:-$(spread "$ta" "${E2E_CRASH_POINTS:-4}")}
-  dd=${E2E_CRASH_DELAYS:-$(spread "$td" "${E2E_CRASH_POINTS:-4}")}
+  da=${E2E_CRASH_DELAYS:-$(spread "$ta" "${E2E_CRASH_POINTS:-10}")}
+  dd=${E2E_CRASH_DELAYS:-$(spread "$td" "${E2E_CRASH_POINTS:-10}")}
   echo "apply takes ${ta}s, destroy ${td}s: killing apply at $da and destroy at $dd"
   da=($da); dd=($dd)
   for i in "${!da[@]}"; do
