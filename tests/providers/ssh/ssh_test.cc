@@ -924,12 +924,13 @@ struct Cli {
   nlohmann::json vms;
 };
 
-Cli StartCli(const std::string& dir, int count, const std::string& as_user = "") {
+Cli StartCli(const std::string& dir, int count, const std::string& as_user = "",
+             const std::string& binary = ONBOARD_SANDBOX_VMS_BIN) {
   Cli cli;
   cli.dir = dir;
   std::vector<std::string> argv;
   if (!as_user.empty()) argv = {"runuser", "-u", as_user, "--"};
-  for (const std::string& a : {std::string(ONBOARD_SANDBOX_VMS_BIN), std::string("--dir"), dir, std::string("--count"),
+  for (const std::string& a : {binary, std::string("--dir"), dir, std::string("--count"),
                               std::to_string(count)}) {
     argv.push_back(a);
   }
@@ -1020,7 +1021,11 @@ TEST(SandboxCliTest, WorksAsAnOrdinaryUser) {
   const std::string dir = MakeTempDir("nonroot");
   struct passwd* pw = getpwnam(user.c_str());
   ASSERT_EQ(chown(dir.c_str(), pw->pw_uid, pw->pw_gid), 0);
-  Cli cli = StartCli(dir + "/vms", 1, user);
+  // The build tree may sit below a directory that user cannot enter (a 0700 checkout): run a copy.
+  const std::string bin = dir + "/onboard-sandbox-vms";
+  ASSERT_EQ(Sh("cp " + std::string(ONBOARD_SANDBOX_VMS_BIN) + " " + bin + " && chmod 0755 " + bin + " && echo ok"),
+            "ok\n");
+  Cli cli = StartCli(dir + "/vms", 1, user, bin);
   ASSERT_TRUE(cli.vms.is_object()) << "the CLI did not start as " << user;
   EXPECT_EQ(cli.vms["vms"][0]["user"], user);
   // The client key belongs to that user (mode 0600); root may read it anyway.
