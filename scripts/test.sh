@@ -17,9 +17,13 @@ cmake -S "$root" -B "$build/main" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build/main" -j"$jobs"
 
 echo "== ctest"
-(cd "$build/main" && ctest --output-on-failure -j"$jobs" --timeout 900)
+(cd "$build/main" && ctest --output-on-failure -j"$jobs" --timeout 900) | tee "$build/ctest.log"
+# The closing line reports the main suite (the fuzz run below ends with its own one-test ctest line).
+summary() {
+  awk '/tests passed, [0-9]+ tests? failed out of/ { f = $4; t = $NF } END { if (t != "") printf "tests: %d passed, %d failed\n", t - f, f }' "$build/ctest.log"
+}
 
-if [ "${ONBOARD_QUICK:-0}" = 1 ]; then exit 0; fi
+if [ "${ONBOARD_QUICK:-0}" = 1 ]; then summary; exit 0; fi
 
 echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S "$root" -B "$build/asan" -DCMAKE_BUILD_TYPE=Debug -DONBOARD_SANITIZE=ON >/dev/null
@@ -38,3 +42,4 @@ CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$build/fuzz" -DCMAKE_BUILD_TYPE=
 cmake --build "$build/fuzz" -j"$jobs" --target manifest_fuzz
 (cd "$build/fuzz" && ctest --output-on-failure -R manifest_fuzz_smoke --timeout 300)
 echo "== all tests passed"
+summary
