@@ -98,13 +98,19 @@ TEST(Apply, FailureAtEveryStepRollsBackThatWorkloadOnly) {
       // That workload's resources are gone from the world and from the state (created this run).
       for (const auto& [a, _] : r.provider.world) {
         auto addr = Address::Parse(a);
-        if (addr->type != ResourceType::kToken) EXPECT_NE(addr->name, w) << a << " left behind";
+        if (addr->type != ResourceType::kToken) {
+          EXPECT_NE(addr->name, w) << a << " left behind";
+        }
       }
       for (const auto& [a, rs] : r.state.resources)
-        if (rs.address.type != ResourceType::kToken) EXPECT_NE(rs.workload, w) << a << " left in state";
+        if (rs.address.type != ResourceType::kToken) {
+          EXPECT_NE(rs.workload, w) << a << " left in state";
+        }
       // The other workloads were onboarded.
       for (const auto& other : {"ns/w0", "ns/w1", "ns/w2"})
-        if (other != w) EXPECT_TRUE(r.provider.world.count(std::string("container.") + other)) << other;
+        if (other != w) {
+          EXPECT_TRUE(r.provider.world.count(std::string("container.") + other)) << other;
+        }
       EXPECT_FALSE(r.provider.finished.at(w));
     }
     // The next run completes it, and then nothing is left to do.
@@ -239,7 +245,9 @@ TEST(Apply, ParallelismBoundsConcurrentSteps) {
     ApplyReport rep = Apply(plan->plan, plan->desired, &state, &store, {&prov}, nullptr, nullptr, clock, opts);
     EXPECT_TRUE(rep.ok());
     EXPECT_LE(prov.max_seen.load(), p);
-    if (p > 1) EXPECT_GT(prov.max_seen.load(), 1);
+    if (p > 1) {
+      EXPECT_GT(prov.max_seen.load(), 1);
+    }
   }
 }
 
