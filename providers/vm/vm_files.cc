@@ -167,11 +167,11 @@ Result<StepResult> VmProvider::ApplyFiles(const StepRequest& req) {
         " (the SSH user needs write access to it or its parent)");
   internal::FilesStatus current = internal::ParseFilesStatus(r->out);
 
-  struct Todo {
+  struct FileAction {
     const Want* want;
     bool write;
   };
-  std::vector<Todo> todo;
+  std::vector<FileAction> actions;
   for (const auto& w : wants) {
     auto it = current.files.find(w.name);
     bool present = it != current.files.end();
@@ -190,17 +190,17 @@ Result<StepResult> VmProvider::ApplyFiles(const StepRequest& req) {
             w.name + " on " + target + " in " + dir +
             " differs from the token onboard wrote (changed on the VM) and no token was minted "
             "in this run: the token step (token." + workload + ") must run to write a fresh one");
-      if (it->second.mode != w.mode) todo.push_back({&w, false});
+      if (it->second.mode != w.mode) actions.push_back({&w, false});
       continue;
     }
     if (!present || it->second.sha256 != detail::Sha256Hex(*w.content))
-      todo.push_back({&w, true});
+      actions.push_back({&w, true});
     else if (it->second.mode != w.mode)
-      todo.push_back({&w, false});
+      actions.push_back({&w, false});
   }
 
   StepResult res;
-  if (todo.empty()) {
+  if (actions.empty()) {
     res.state = internal::MakeState(req, attrs, ObservedFiles(current));
     return res;
   }
@@ -218,7 +218,7 @@ Result<StepResult> VmProvider::ApplyFiles(const StepRequest& req) {
   std::set<std::string> recorded;
   for (const auto& b : rec.files) recorded.insert(b.name);
 
-  for (const auto& t : todo) {
+  for (const auto& t : actions) {
     if (!t.write) continue;
     std::string tmp = dir + "/" + internal::kTempPrefix + t.want->name;
     Status ws = s.WriteFile(tmp, *t.want->content, std::stoi(t.want->mode, nullptr, 8));
@@ -229,7 +229,7 @@ Result<StepResult> VmProvider::ApplyFiles(const StepRequest& req) {
   std::string script = "set -e\numask 077\nd=" + ShellQuote(dir) + "\nb=\"$d/" +
                        internal::kBackupDir + "\"\nmkdir -p -- \"$b\"\nchmod 0700 \"$b\"\n";
   std::vector<FileBackup> new_backups;
-  for (const auto& t : todo) {
+  for (const auto& t : actions) {
     const std::string& n = t.want->name;
     std::string qn = ShellQuote(n);
     if (!recorded.count(n)) {
@@ -262,7 +262,7 @@ Result<StepResult> VmProvider::ApplyFiles(const StepRequest& req) {
   if (!w->ok())
     return Result<StepResult>::Error(internal::ExecFailure(*ep, "writing the files in " + dir, *w));
   internal::FilesStatus after = internal::ParseFilesStatus(w->out);
-  for (const auto& t : todo) {
+  for (const auto& t : actions) {
     auto it = after.files.find(t.want->name);
     if (it == after.files.end() || it->second.mode != t.want->mode ||
         (t.write && it->second.sha256 != detail::Sha256Hex(*t.want->content)))
@@ -270,7 +270,7 @@ Result<StepResult> VmProvider::ApplyFiles(const StepRequest& req) {
                                        target + " its content or mode is not what was written: "
                                        "is something else managing that directory?");
   }
-  res.writes = static_cast<int>(todo.size());
+  res.writes = static_cast<int>(actions.size());
   res.state = internal::MakeState(req, attrs, ObservedFiles(after));
   return res;
 }
