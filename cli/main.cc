@@ -37,6 +37,7 @@ struct Flags {
   std::vector<std::string> files;
   std::string state_path;
   std::string backend;
+  std::vector<std::string> backend_config;
   std::string kubeconfig;
   std::string context;
   int parallelism = 10;
@@ -210,7 +211,14 @@ bool LoadModel(const Flags& f, Model* out) {
 // Opens the workspace. lock_op non-empty: takes the state lock for that operation.
 bool Open(const Flags& f, const std::string& lock_op, Workspace* ws, bool need_providers) {
   if (!LoadModel(f, &ws->model)) return false;
-  auto store = OpenStateStore(ws->model.backend, f.backend, DefaultStatePath(f));
+  BackendFlags bf;
+  bf.type = f.backend;
+  bf.config = f.backend_config;
+  bf.default_path = DefaultStatePath(f);
+  bf.state_path_given = !f.state_path.empty();
+  bf.kubeconfig = f.kubeconfig;
+  bf.context = f.context;
+  auto store = OpenStateStore(ws->model.backend, ws->model.cluster, bf);
   if (!store.ok()) {
     Err(store.error());
     return false;
@@ -600,7 +608,10 @@ void AddFlags(CLI::App* sub, unsigned set, Flags* f) {
   if (set & kManifests) {
     sub->add_option("-f,--file", f->files, "Manifest file or directory (repeatable; default: .)");
     sub->add_option("--state", f->state_path, "Local state file (default: onboard.state.json beside the manifests)");
-    sub->add_option("--backend", f->backend, "State backend: local (default: the Fleet's spec.backend)");
+    sub->add_option("--backend", f->backend, "State backend: local, kubernetes or http (default: the Fleet's spec.backend, else local)")
+        ->check(CLI::IsMember({"local", "kubernetes", "http"}));
+    sub->add_option("--backend-config", f->backend_config,
+                    "KEY=VALUE setting of the state backend, over the Fleet's spec.backend (repeatable)");
   }
   if (set & kCluster) {
     sub->add_option("--kubeconfig", f->kubeconfig, "kubeconfig file (default: the manifest's, $KUBECONFIG, ~/.kube/config)");

@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(
   build-essential cmake pkg-config git
-  libyaml-cpp-dev libssh2-1-dev libcurl4-openssl-dev libssl-dev
+  libyaml-cpp-dev libssh2-1-dev libcurl4-openssl-dev libssl-dev zlib1g-dev
   libcli11-dev nlohmann-json3-dev libboost-dev libboost-graph-dev
   libgtest-dev libgmock-dev libvalijson-dev libcpp-httplib-dev
   openssh-server openssh-client

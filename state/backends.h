@@ -3,15 +3,24 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/model.h"
 #include "engine/state.h"
 
 namespace onboard {
 
-// default_path: the local state file (onboard.state.json beside the manifests) unless --state.
-Result<std::unique_ptr<StateStore>> OpenStateStore(const Backend& manifest_backend,
-                                                   const std::string& backend_flag,
-                                                   const std::string& default_path);
+struct BackendFlags {
+  std::string type;                       // --backend ("" = the Fleet's, else local)
+  std::vector<std::string> config;        // --backend-config KEY=VALUE (repeatable)
+  std::string default_path;               // the local state file (--state, else beside the manifests)
+  bool state_path_given = false;          // --state given: it wins over spec.backend.path
+  std::string kubeconfig, context;        // --kubeconfig/--context (kubernetes backend default cluster)
+};
+
+// manifest_backend: the Fleet's spec.backend (type "local" when absent). cluster: the Fleet's
+// cluster, the kubernetes backend's default when neither its config nor the flags name one.
+Result<std::unique_ptr<StateStore>> OpenStateStore(const Backend& manifest_backend, const Cluster& cluster,
+                                                   const BackendFlags& flags);
 
 }  // namespace onboard
