@@ -218,7 +218,7 @@ bool Open(const Flags& f, const std::string& lock_op, Workspace* ws, bool need_p
   bf.state_path_given = !f.state_path.empty();
   bf.kubeconfig = f.kubeconfig;
   bf.context = f.context;
-  auto store = OpenStateStore(ws->model.backend, ws->model.cluster, bf);
+  auto store = OpenStateStore(ws->model.backend, ws->model.cluster, ws->model.fleet_name, bf);
   if (!store.ok()) {
     Err(store.error());
     return false;

@@ -7,7 +7,7 @@
 namespace onboard {
 
 Result<std::unique_ptr<StateStore>> OpenStateStore(const Backend& manifest_backend, const Cluster& cluster,
-                                                   const BackendFlags& flags) {
+                                                   const std::string& fleet_name, const BackendFlags& flags) {
   using R = Result<std::unique_ptr<StateStore>>;
   const bool from_flag = !flags.type.empty();
   const std::string type = from_flag ? flags.type : manifest_backend.type.empty() ? "local" : manifest_backend.type;
@@ -40,6 +40,7 @@ Result<std::unique_ptr<StateStore>> OpenStateStore(const Backend& manifest_backe
     KubernetesBackendDefaults d;
     d.kubeconfig = !flags.kubeconfig.empty() ? flags.kubeconfig : cluster.kubeconfig;
     d.context = !flags.context.empty() ? flags.context : cluster.context;
+    d.name = fleet_name;
     return OpenKubernetesStateStore(config, d, origin);
   }
   if (type == "http") return OpenHttpStateStore(config, origin);

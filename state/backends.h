@@ -19,8 +19,9 @@ struct BackendFlags {
 };
 
 // manifest_backend: the Fleet's spec.backend (type "local" when absent). cluster: the Fleet's
-// cluster, the kubernetes backend's default when neither its config nor the flags name one.
+// cluster and name: the kubernetes backend's defaults when neither its config nor the flags
+// name a cluster or a state name.
 Result<std::unique_ptr<StateStore>> OpenStateStore(const Backend& manifest_backend, const Cluster& cluster,
-                                                   const BackendFlags& flags);
+                                                   const std::string& fleet_name, const BackendFlags& flags);
 
 }  // namespace onboard

@@ -17,6 +17,7 @@ namespace onboard {
 struct KubernetesBackendDefaults {
   std::string kubeconfig;
   std::string context;
+  std::string name;  // the Fleet's metadata.name: the default state name
 };
 
 // config: spec.backend of the Fleet (minus "type") merged with --backend-config KEY=VALUE.
