@@ -1215,6 +1215,12 @@ class Builder {
       }
       s = opts_.home + s.substr(1);
     }
+    // A relative path is relative to the manifest that holds it (as kubeconfig paths are
+    // relative to their kubeconfig), so a GitOps repository can keep known_hosts beside its Fleet.
+    if (s[0] != '/') {
+      auto slash = v.doc->file.find_last_of('/');
+      if (slash != std::string::npos) s = v.doc->file.substr(0, slash + 1) + s;
+    }
     *out = s;
     return true;
   }

@@ -348,6 +348,23 @@ spec:
   EXPECT_TRUE(r.model->workloads.empty());
 }
 
+TEST(ManifestDefaults, RelativeLocalPathsAreRelativeToTheManifest) {
+  // A GitOps repository keeps known_hosts beside its Fleet: the path must not depend on where
+  // onboard is started from.
+  std::string text = std::string(kMinimal) + "      ssh: {identityFile: keys/id, knownHosts: known_hosts}\n";
+  LoadResult r = LoadManifestText(text, "clusters/staging/fleet.yaml", LoadOptions{"/home/bob", "bob"});
+  ASSERT_TRUE(r.ok()) << Dump(r);
+  EXPECT_EQ(r.model->workloads[0].ssh.identity_file, "clusters/staging/keys/id");
+  EXPECT_EQ(r.model->workloads[0].ssh.known_hosts, "clusters/staging/known_hosts");
+  r = LoadManifestText(text, "/repo/clusters/prod/fleet.yaml", LoadOptions{"/home/bob", "bob"});
+  ASSERT_TRUE(r.ok()) << Dump(r);
+  EXPECT_EQ(r.model->workloads[0].ssh.known_hosts, "/repo/clusters/prod/known_hosts");
+  // A file named without a directory: relative to the current directory, as before.
+  r = LoadManifestText(text, "fleet.yaml", LoadOptions{"/home/bob", "bob"});
+  ASSERT_TRUE(r.ok()) << Dump(r);
+  EXPECT_EQ(r.model->workloads[0].ssh.known_hosts, "known_hosts");
+}
+
 TEST(ManifestDefaults, TildeExpansion) {
   std::string text = std::string(kMinimal) +
                      "      ssh: {identityFile: ~/.ssh/id_ed25519, knownHosts: \"~\"}\n";
