@@ -58,6 +58,7 @@ struct Flags {
   int ssh_connect_timeout = 10;
   bool strict_checks = false;
   bool force_conflicts = false;
+  bool force = false;  // state push: overwrite another lineage or a newer serial
   std::vector<std::string> args;  // positional arguments of the subcommand
 };
 
@@ -491,23 +492,101 @@ int CmdGraph(const Flags& f) {
   return kExitOk;
 }
 
+// Reads a whole file, or standard input for "-".
+Result<std::string> ReadInput(const std::string& path) {
+  std::stringstream ss;
+  if (path == "-") {
+    ss << std::cin.rdbuf();
+  } else {
+    std::ifstream in(path);
+    if (!in) return Result<std::string>::Error("cannot read " + path + ": " + std::strerror(errno));
+    ss << in.rdbuf();
+  }
+  return ss.str();
+}
+
+// state push FILE: replaces the backend's state with FILE's, under the lock. Like Terraform, it
+// refuses another lineage or an older serial unless --force; a forced push still gets a serial
+// above the one it replaces, so that plans saved against the replaced state are refused.
+int StatePush(const Flags& f, Workspace& ws, const std::string& path) {
+  auto text = ReadInput(path);
+  if (!text.ok()) {
+    Err(text.error());
+    return kExitError;
+  }
+  const std::string source = path == "-" ? "standard input" : path;
+  json j = json::parse(*text, nullptr, false);
+  if (j.is_discarded()) {
+    Err(source + " is not JSON: give a state file written by onboard state pull");
+    return kExitError;
+  }
+  auto pushed = DecodeState(std::move(j), source);
+  if (!pushed.ok()) {
+    Err(pushed.error());
+    return kExitError;
+  }
+  if (ws.state) {
+    const State& cur = *ws.state;
+    if (cur.lineage != pushed->lineage && !f.force) {
+      Err("refusing to push " + source + ": its lineage " + pushed->lineage + " is not the lineage " + cur.lineage +
+          " of the state at " + ws.store->Describe() +
+          " (it is the state of another fleet or of a fresh start); add --force to replace it anyway");
+      return kExitError;
+    }
+    if (pushed->serial < cur.serial && !f.force) {
+      Err("refusing to push " + source + ": its serial " + std::to_string(pushed->serial) + " is older than serial " +
+          std::to_string(cur.serial) + " at " + ws.store->Describe() +
+          " (someone applied since it was pulled); pull again, or add --force to go back to it");
+      return kExitError;
+    }
+    if (EncodeState(*pushed) == EncodeState(cur)) {
+      std::cout << "The state at " << ws.store->Describe() << " already is " << source << ": nothing pushed.\n";
+      return kExitOk;
+    }
+    if (pushed->serial == cur.serial && cur.lineage == pushed->lineage && !f.force) {
+      Err("refusing to push " + source + ": it has the same serial " + std::to_string(cur.serial) +
+          " as the state at " + ws.store->Describe() + " but different content; add --force to replace it");
+      return kExitError;
+    }
+    if (pushed->serial <= cur.serial) pushed->serial = cur.serial + 1;
+  }
+  Status s = f.force ? ws.store->Replace(*pushed) : ws.store->Write(*pushed);
+  if (!s.ok()) {
+    Err(s.message());
+    return kExitError;
+  }
+  std::cout << "Pushed " << source << " to " << ws.store->Describe() << " (lineage " << pushed->lineage
+            << ", serial " << pushed->serial << ", " << pushed->resources.size() << " resources).\n";
+  return kExitOk;
+}
+
 int CmdState(const Flags& f) {
   if (f.args.empty()) {
-    Err("onboard state needs a subcommand: list, show ADDRESS, rm ADDRESS...");
+    Err("onboard state needs a subcommand: list, show ADDRESS..., rm ADDRESS..., pull, push FILE");
     return kExitError;
   }
   const std::string sub = f.args.front();
   std::vector<std::string> rest(f.args.begin() + 1, f.args.end());
-  if (sub != "list" && sub != "show" && sub != "rm") {
-    Err("unknown state subcommand \"" + sub + "\": use list, show ADDRESS or rm ADDRESS...");
+  if (sub != "list" && sub != "show" && sub != "rm" && sub != "pull" && sub != "push") {
+    Err("unknown state subcommand \"" + sub + "\": use list, show ADDRESS..., rm ADDRESS..., pull or push FILE");
     return kExitError;
   }
+  if (sub == "push" && rest.size() != 1) {
+    Err("onboard state push needs exactly one state file (or - for standard input)");
+    return kExitError;
+  }
+  const bool writes = sub == "rm" || sub == "push";
   Workspace ws;
-  if (!Open(f, sub == "rm" ? "state rm" : "", &ws, false)) return kExitError;
+  if (!Open(f, writes ? "state " + sub : "", &ws, false)) return kExitError;
+  if (sub == "push") return StatePush(f, ws, rest.front());
   if (!ws.state) {
     if (sub == "list") return kExitOk;
     Err("no state at " + ws.store->Describe());
     return kExitError;
+  }
+  if (sub == "pull") {
+    std::cout << EncodeState(*ws.state).dump(2) << "\n";
+    return kExitOk;
   }
   if (sub == "list") {
     for (const auto& [addr, rs] : ws.state->resources) std::cout << addr << "\n";
@@ -577,6 +656,7 @@ enum FlagSet : unsigned {
   kPositional = 32,  // ARGS...
   kJson = 64,
   kSsh = 128,        // -k, host key policy, connect timeout
+  kForce = 256,      // --force (state push)
 };
 
 struct Command {
@@ -594,33 +674,35 @@ const Command kCommands[] = {
     {"apply", "Make the fleet match the manifests (or apply a saved plan FILE)",
      kManifests | kCluster | kPlanning | kApplying | kSsh | kPositional, CmdApply},
     {"destroy", "Take away everything onboard created", kManifests | kCluster | kPlanning | kApplying | kSsh, CmdDestroy},
-    {"show", "Show a saved plan FILE, or the state", kManifests | kPositional | kJson | kPlanning, CmdShow},
+    {"show", "Show a saved plan FILE, or the state", kManifests | kCluster | kPositional | kJson | kPlanning, CmdShow},
     {"graph", "Print the dependency graph of the steps as Graphviz DOT", kManifests | kPlanOnly | kPlanning,
      CmdGraph},
-    {"state", "Inspect or edit the state: list | show ADDRESS... | rm ADDRESS...", kManifests | kPositional | kPlanning,
-     CmdState},
-    {"force-unlock", "Release a state lock left by a run that died: force-unlock ID", kManifests | kPositional,
+    {"state", "Inspect, edit or move the state: list | show ADDRESS... | rm ADDRESS... | pull | push FILE",
+     kManifests | kCluster | kPositional | kPlanning | kForce, CmdState},
+    {"force-unlock", "Release a state lock left by a run that died: force-unlock ID", kManifests | kCluster | kPositional,
      CmdForceUnlock},
     {"version", "Print the version and the providers", 0, CmdVersion},
 };
 
 void AddFlags(CLI::App* sub, unsigned set, Flags* f) {
   if (set & kManifests) {
-    sub->add_option("-f,--file", f->files, "Manifest file or directory (repeatable; default: .)");
+    sub->add_option("-f,--file", f->files, "Manifest file or directory (repeatable; default: .)")
+        ->allow_extra_args(false);  // -f A B: B is an argument, not a second manifest
     sub->add_option("--state", f->state_path, "Local state file (default: onboard.state.json beside the manifests)");
     sub->add_option("--backend", f->backend, "State backend: local, kubernetes or http (default: the Fleet's spec.backend, else local)")
         ->check(CLI::IsMember({"local", "kubernetes", "http"}));
     sub->add_option("--backend-config", f->backend_config,
-                    "KEY=VALUE setting of the state backend, over the Fleet's spec.backend (repeatable)");
+                    "KEY=VALUE setting of the state backend, over the Fleet's spec.backend (repeatable)")
+        ->allow_extra_args(false);
   }
   if (set & kCluster) {
     sub->add_option("--kubeconfig", f->kubeconfig, "kubeconfig file (default: the manifest's, $KUBECONFIG, ~/.kube/config)");
     sub->add_option("--context", f->context, "kubeconfig context (default: the manifest's, then current-context)");
-    sub->add_flag("--force-conflicts", f->force_conflicts, "Take over fields another manager owns (server-side apply force)");
   }
   if (set & kPlanning) {
     sub->add_option("--refresh", f->refresh, "Read the real world before planning (default true)");
-    sub->add_option("--target", f->targets, "Only this resource address and what it needs (repeatable)");
+    sub->add_option("--target", f->targets, "Only this resource address and what it needs (repeatable)")
+        ->allow_extra_args(false);
     sub->add_flag("--no-color", f->no_color, "No colors in the output");
     sub->add_option("--lock-timeout", f->lock_timeout, "Seconds to wait for the state lock (default 0)");
   }
@@ -636,6 +718,7 @@ void AddFlags(CLI::App* sub, unsigned set, Flags* f) {
     sub->add_option("--rollback", f->rollback, "On a failed step: undo that workload's steps (workload) or not (none)")
         ->check(CLI::IsMember({"workload", "none"}));
     sub->add_flag("--dry-run", f->dry_run, "Print every remote command and generated file; execute nothing");
+    sub->add_flag("--force-conflicts", f->force_conflicts, "Take over fields another manager owns (server-side apply force)");
   }
   if (set & kSsh) {
     sub->add_option("-k,--ssh-key", f->ssh_key, "SSH identity file for every VM");
@@ -645,6 +728,8 @@ void AddFlags(CLI::App* sub, unsigned set, Flags* f) {
     sub->add_option("--ssh-connect-timeout", f->ssh_connect_timeout, "Seconds (default 10)");
     sub->add_flag("--strict-checks", f->strict_checks, "Unreachable inbound ports are errors, not warnings");
   }
+  if (set & kForce)
+    sub->add_flag("--force", f->force, "state push: replace a state of another lineage or a newer serial");
   if (set & kPositional) sub->add_option("args", f->args, "Arguments");
 }
 

@@ -88,6 +88,9 @@ class StateStore {
   virtual Result<std::optional<State>> Read() = 0;
   // Atomic replace. The caller bumps serial when content changed.
   virtual Status Write(const State& s) = 0;
+  // Write() that may replace a state of another lineage: only for `state push --force`, which
+  // the user asked for by name. Backends that do not check lineage on Write() need not override.
+  virtual Status Replace(const State& s) { return Write(s); }
 };
 
 }  // namespace onboard
