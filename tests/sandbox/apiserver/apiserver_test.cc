@@ -430,6 +430,51 @@ TEST_F(ApiServerTest, SecretsLeasesAndNamespaces) {
   EXPECT_EQ(Body(cli_->Get("/api/v1/namespaces/team-a/configmaps"))["items"].size(), 0u);
 }
 
+TEST_F(ApiServerTest, SecretDataIsLimitedToOneMebibyteDecoded) {
+  const std::string path = "/api/v1/namespaces/default/secrets";
+  // Base64 of 3 bytes is 4 characters: the limit is on the decoded bytes, summed over the keys.
+  auto encoded = [](size_t bytes) {
+    return std::string(bytes / 3 * 4, 'A') + (bytes % 3 == 1 ? "AA==" : bytes % 3 == 2 ? "AAA=" : "");
+  };
+  auto secret = [&](const std::string& name, size_t a_bytes, size_t b_bytes) {
+    return json{{"metadata", {{"name", name}}}, {"data", {{"a", encoded(a_bytes)}, {"b", encoded(b_bytes)}}}};
+  };
+  // 699051 + 349525 = 1048576 bytes: exactly at the limit.
+  auto r = cli_->Post(path, secret("at-limit", 699051, 349525).dump(), "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 201) << r->body.substr(0, 300);
+
+  // One byte more is refused with the real server's message, on create and on update.
+  r = cli_->Post(path, secret("too-big", 699051, 349526).dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 422);
+  json st = Body(r);
+  EXPECT_EQ(st["reason"], "Invalid");
+  EXPECT_EQ(st["message"], "Secret \"too-big\" is invalid: data: Too long: must have at most 1048576 bytes");
+  EXPECT_EQ(st["details"]["causes"][0]["field"], "data");
+  EXPECT_EQ(cli_->Get(path + "/too-big")->status, 404);
+
+  json grown = secret("at-limit", 699051, 349528);
+  r = cli_->Put((path + "/at-limit").c_str(), grown.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 422) << r->body.substr(0, 300);
+  EXPECT_EQ(Body(r)["message"],
+            "Secret \"at-limit\" is invalid: data: Too long: must have at most 1048576 bytes");
+  // stringData counts once it is merged into data.
+  json via_string = {{"metadata", {{"name", "string-data"}}},
+                     {"data", {{"a", std::string(1048575 / 3 * 4, 'A')}}},
+                     {"stringData", {{"b", "xy"}}}};
+  r = cli_->Post(path, via_string.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 422) << r->body.substr(0, 300);
+  via_string["stringData"]["b"] = "x";
+  r = cli_->Post(path, via_string.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201) << r->body.substr(0, 300);
+  // The Secret kept its previous data.
+  EXPECT_EQ(Body(cli_->Get((path + "/at-limit").c_str()))["data"]["b"], encoded(349525));
+}
+
 TEST_F(ApiServerTest, ServerSideApply) {
   const std::string path = std::string(kCmPath) + "/applied";
   const std::string doc =

@@ -1079,6 +1079,23 @@ std::vector<Cause> ApiServer::ValidateObject(const ResourceType& t, const json& 
       }
     }
   }
+  if (t.resource == "secrets" && obj.contains("data") && obj["data"].is_object()) {
+    // As the real server: the decoded values of a Secret's data total at most 1 MiB.
+    constexpr size_t kMaxSecretSize = 1048576;
+    size_t total = 0;
+    for (auto it = obj["data"].begin(); it != obj["data"].end(); ++it) {
+      if (!it.value().is_string()) continue;
+      const std::string& b64 = it.value().get_ref<const std::string&>();
+      size_t pad = 0;
+      while (pad < 2 && pad < b64.size() && b64[b64.size() - 1 - pad] == '=') ++pad;
+      size_t chars = b64.size() - pad;  // 4 characters carry 3 bytes; a tail of 2 or 3 carries 1 or 2
+      total += chars / 4 * 3 + (chars % 4 == 0 ? 0 : chars % 4 - 1);
+    }
+    if (total > kMaxSecretSize) {
+      causes.push_back({"FieldValueTooLong", "data",
+                        "Too long: must have at most " + std::to_string(kMaxSecretSize) + " bytes"});
+    }
+  }
   if (!t.schema_file.empty()) {
     auto it = schemas_.find(t.schema_file + "@" + t.version);
     if (it != schemas_.end()) {
