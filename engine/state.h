@@ -89,8 +89,20 @@ class StateStore {
   // Atomic replace. The caller bumps serial when content changed.
   virtual Status Write(const State& s) = 0;
   // Write() that may replace a state of another lineage: only for `state push --force`, which
-  // the user asked for by name. Backends that do not check lineage on Write() need not override.
-  virtual Status Replace(const State& s) { return Write(s); }
+  // the user asked for by name. Backends that refuse another lineage in Write() skip that check
+  // while replacing_lineage() is true.
+  Status Replace(const State& s) {
+    replacing_lineage_ = true;
+    Status st = Write(s);
+    replacing_lineage_ = false;
+    return st;
+  }
+
+ protected:
+  bool replacing_lineage() const { return replacing_lineage_; }
+
+ private:
+  bool replacing_lineage_ = false;
 };
 
 }  // namespace onboard

@@ -471,7 +471,7 @@ Status HttpStateStore::Write(const State& s) {
   }
   const std::string sha = Sha256Hex(*bytes);
   if (known_->exists) {
-    if (known_->lineage != s.lineage)
+    if (known_->lineage != s.lineage && !replacing_lineage())
       return Status::Error(refuse + "it holds a different state (lineage " + known_->lineage +
                            ", this state has lineage " + s.lineage + "); use another address");
     if (known_->serial > s.serial)

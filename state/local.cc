@@ -473,13 +473,6 @@ void LocalStateStore::Remember(const std::string& bytes, const std::string& line
                  lineage, serial, Sha256Hex(bytes)};
 }
 
-Status LocalStateStore::Replace(const State& s) {
-  replacing_lineage_ = true;
-  Status st = Write(s);
-  replacing_lineage_ = false;
-  return st;
-}
-
 Status LocalStateStore::Write(const State& s) {
   const std::string refuse = "refusing to write state file " + path_ + ": ";
   if (unreadable_)
@@ -531,7 +524,7 @@ Status LocalStateStore::Write(const State& s) {
       }
     }
     if (old_sha) {
-      if (old_lineage != s.lineage && !replacing_lineage_)
+      if (old_lineage != s.lineage && !replacing_lineage())
         return Status::Error(refuse + "it holds a different state (lineage " + old_lineage +
                              ", this state has lineage " + s.lineage +
                              "); use another --state path or move the file aside");

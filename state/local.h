@@ -49,7 +49,6 @@ class LocalStateStore : public StateStore {
   // identical to the file's makes no write (only restores mode 0600). Leftover temp files of
   // dead writers (<path>.tmp.<pid>.*) are removed by the next Write; Read ignores them.
   Status Write(const State& s) override;
-  Status Replace(const State& s) override;
 
   const std::string& path() const { return path_; }
   std::string lock_path() const { return path_ + ".lock"; }
@@ -63,7 +62,6 @@ class LocalStateStore : public StateStore {
 
  private:
   std::string path_;
-  bool replacing_lineage_ = false;  // inside Replace(): another lineage may be overwritten
   std::string dir_;
   int lock_fd_ = -1;
   std::string lock_id_;
