@@ -947,7 +947,7 @@ Status KubernetesStateStore::Write(const State& s) {
   }
   const std::string json_sha = Sha256Hex(text);
   if (known_ && exists_) {
-    if (lineage_ != s.lineage)
+    if (lineage_ != s.lineage && !replacing_lineage())
       return Status::Error(refuse + "it holds a different state (lineage " + lineage_ +
                            ", this state has lineage " + s.lineage +
                            "); choose another state name (backend setting name)");
