@@ -1,5 +1,6 @@
 #include "engine/clock.h"
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -22,27 +23,37 @@ std::string FormatTime(int64_t epoch_seconds) {
 }
 
 bool ParseTime(const std::string& text, int64_t* epoch_seconds) {
-  std::tm tm{};
-  int y, mo, d, h, mi;
-  double s;
-  char tail[8] = {0};
-  // Accepts "2026-11-26T03:22:27Z", fractional seconds, and "+00:00".
-  int n = std::sscanf(text.c_str(), "%d-%d-%dT%d:%d:%lf%7s", &y, &mo, &d, &h, &mi, &s, tail);
-  if (n < 6) return false;
-  std::string z = tail;
-  int offset = 0;
-  if (!z.empty() && z != "Z") {
-    int oh, om;
-    if (std::sscanf(z.c_str() + 1, "%d:%d", &oh, &om) != 2 || (z[0] != '+' && z[0] != '-')) return false;
-    offset = (oh * 3600 + om * 60) * (z[0] == '+' ? 1 : -1);
+  int y, mo, d, h, mi, s;
+  char sep;
+  int consumed = 0;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2d%c%2d:%2d:%2d%n", &y, &mo, &d, &sep, &h, &mi, &s, &consumed) != 7)
+    return false;
+  if (sep != 'T' && sep != 't' && sep != ' ') return false;
+  std::size_t pos = static_cast<std::size_t>(consumed);
+  if (pos < text.size() && text[pos] == '.') {
+    ++pos;
+    while (pos < text.size() && std::isdigit(static_cast<unsigned char>(text[pos]))) ++pos;
   }
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s >= 61) return false;
+  int64_t offset = 0;
+  if (pos < text.size() && (text[pos] == 'Z' || text[pos] == 'z')) {
+    ++pos;
+  } else if (pos < text.size() && (text[pos] == '+' || text[pos] == '-')) {
+    int oh, om;
+    if (std::sscanf(text.c_str() + pos + 1, "%2d:%2d", &oh, &om) != 2) return false;
+    offset = (oh * 3600 + om * 60) * (text[pos] == '+' ? 1 : -1);
+    pos += 6;
+  } else {
+    return false;
+  }
+  if (pos != text.size()) return false;
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) return false;
+  std::tm tm{};
   tm.tm_year = y - 1900;
   tm.tm_mon = mo - 1;
   tm.tm_mday = d;
   tm.tm_hour = h;
   tm.tm_min = mi;
-  tm.tm_sec = static_cast<int>(s);
+  tm.tm_sec = s;
   *epoch_seconds = static_cast<int64_t>(timegm(&tm)) - offset;
   return true;
 }

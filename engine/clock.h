@@ -29,7 +29,8 @@ class FakeClock : public Clock {
   int64_t now_;
 };
 
-// RFC 3339 UTC ("2026-11-26T03:22:27Z") <-> epoch seconds.
+// RFC 3339 ("2026-11-26T03:22:27Z"; fractional seconds and offsets accepted when parsing)
+// <-> epoch seconds. Formatting is always UTC.
 std::string FormatTime(int64_t epoch_seconds);
 bool ParseTime(const std::string& text, int64_t* epoch_seconds);
 // "24h", "90m", "1h30m", "3600s", "2d" <-> seconds. Returns false on bad input.

@@ -702,7 +702,7 @@ Result<KubernetesStateStore::Index> KubernetesStateStore::ParseIndex(json obj) c
   const json& data = Member(obj, "data");
   std::string b64 = Str(data, kDataKey);
   if (b64.empty()) return R::Error(Unreadable(std::string("it has no data.") + kDataKey));
-  auto part0 = k8s::Base64Decode(b64);
+  auto part0 = Base64Decode(b64);
   if (!part0)
     return R::Error(Unreadable(std::string("its data.") + kDataKey + " is not base64: " + part0.error()));
   idx.part0 = std::move(*part0);
@@ -741,7 +741,7 @@ Result<std::string> KubernetesStateStore::Assemble(const Index& idx, bool* index
       } else if (b64.empty()) {
         what = "part Secret " + s_.ns + "/" + name + " has no data." + kDataKey;
       } else {
-        auto bytes = k8s::Base64Decode(b64);
+        auto bytes = Base64Decode(b64);
         if (!bytes) {
           what = "the data." + std::string(kDataKey) + " of part Secret " + s_.ns + "/" + name +
                  " is not base64: " + bytes.error();
@@ -882,7 +882,7 @@ json KubernetesStateStore::IndexBody(const std::string& digest, size_t size,
               {"kind", "Secret"},
               {"metadata", md},
               {"type", "Opaque"},
-              {"data", {{kDataKey, k8s::Base64Encode(part0)}}}};
+              {"data", {{kDataKey, Base64Encode(part0)}}}};
 }
 
 json KubernetesStateStore::PartBody(const std::string& name, size_t i, const std::string& digest,
@@ -896,7 +896,7 @@ json KubernetesStateStore::PartBody(const std::string& name, size_t i, const std
         {"labels", {{kManagedByLabel, "onboard"}, {kStateLabel, s_.name}, {kPartLabel, std::to_string(i)}}},
         {"annotations", {{kShaAnnotation, digest}}}}},
       {"type", "Opaque"},
-      {"data", {{kDataKey, k8s::Base64Encode(chunk)}}}};
+      {"data", {{kDataKey, Base64Encode(chunk)}}}};
 }
 
 void KubernetesStateStore::DeleteParts(const std::vector<std::string>& names,
@@ -981,7 +981,7 @@ Status KubernetesStateStore::Write(const State& s) {
       if (got && got->has_value() &&
           Str(Member(Member(**got, "metadata"), "annotations"), kShaAnnotation) == digest &&
           Str(Member(**got, "data"), kDataKey) ==
-              k8s::Base64Encode(gz->substr((i + 1) * kPartBytes, kPartBytes)))
+              Base64Encode(gz->substr((i + 1) * kPartBytes, kPartBytes)))
         continue;
       undo({});
       return Status::Error(refuse + "Secret " + s_.ns + "/" + parts[i] +

@@ -99,7 +99,7 @@ bool ParseMicroTime(const std::string& text, int64_t* epoch_micros) {
     whole = text.substr(0, dot) + text.substr(end);
   }
   int64_t secs = 0;
-  if (!k8s::ParseRfc3339(whole, &secs)) return false;
+  if (!ParseTime(whole, &secs)) return false;
   *epoch_micros = secs * 1000000 + frac;
   return true;
 }

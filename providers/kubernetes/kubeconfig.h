@@ -13,6 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/clock.h"
+#include "engine/encoding.h"
 #include "engine/status.h"
 
 namespace onboard::k8s {
@@ -98,12 +100,6 @@ class CredentialSource {
   int exec_runs_ = 0;
 };
 
-// Helpers shared with the client and the provider.
-Result<std::string> Base64Decode(const std::string& text);
-std::string Base64Encode(const std::string& bytes);
-// RFC 3339 ("2026-11-26T03:22:27Z", fractional seconds and offsets accepted) -> epoch seconds.
-bool ParseRfc3339(const std::string& text, int64_t* epoch_seconds);
-std::string FormatRfc3339(int64_t epoch_seconds);
 // YAML text -> JSON (scalars typed as YAML 1.2 core schema; quoted scalars stay strings).
 Result<nlohmann::json> YamlToJson(const std::string& text, const std::string& what);
 

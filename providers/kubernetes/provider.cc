@@ -663,7 +663,7 @@ Result<StepResult> KubernetesProvider::ApplyToken(const StepRequest& req) {
                     ": the TokenRequest response has no status.token");
   }
   int64_t expires_at = 0;
-  if (!ParseRfc3339(exp, &expires_at)) {
+  if (!ParseTime(exp, &expires_at)) {
     return R::Error("create token for serviceaccounts " + ns + "/" + sa + " on " + client_->config().server +
                     ": the TokenRequest response has an invalid status.expirationTimestamp " + Quote(exp));
   }

@@ -2,6 +2,8 @@
 // cannot parse (certificates, security-key types) does not hide the others.
 #include "providers/ssh/known_hosts.h"
 
+#include "engine/encoding.h"
+
 #include <fcntl.h>
 #include <openssl/sha.h>
 #include <pwd.h>
@@ -19,8 +21,6 @@
 
 namespace onboard::ssh {
 namespace {
-
-const char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 // Serialises appends to known_hosts files from the threads of one run.
 std::mutex& KnownHostsFileMutex() {
@@ -94,51 +94,6 @@ Status AppendLine(const std::string& path, const std::string& line) {
 
 }  // namespace
 
-std::string Base64Encode(const std::string& bytes) {
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  size_t i = 0;
-  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
-  for (; i + 2 < bytes.size(); i += 3) {
-    unsigned v = (p[i] << 16) | (p[i + 1] << 8) | p[i + 2];
-    out.push_back(kB64[(v >> 18) & 63]);
-    out.push_back(kB64[(v >> 12) & 63]);
-    out.push_back(kB64[(v >> 6) & 63]);
-    out.push_back(kB64[v & 63]);
-  }
-  if (i + 1 == bytes.size()) {
-    unsigned v = p[i] << 16;
-    out.push_back(kB64[(v >> 18) & 63]);
-    out.push_back(kB64[(v >> 12) & 63]);
-    out += "==";
-  } else if (i + 2 == bytes.size()) {
-    unsigned v = (p[i] << 16) | (p[i + 1] << 8);
-    out.push_back(kB64[(v >> 18) & 63]);
-    out.push_back(kB64[(v >> 12) & 63]);
-    out.push_back(kB64[(v >> 6) & 63]);
-    out.push_back('=');
-  }
-  return out;
-}
-
-bool Base64Decode(const std::string& text, std::string* bytes) {
-  bytes->clear();
-  unsigned acc = 0;
-  int bits = 0;
-  for (char c : text) {
-    if (c == '=') break;
-    if (c == '\n' || c == '\r' || c == ' ' || c == '\t') continue;
-    const char* pos = std::strchr(kB64, c);
-    if (!pos || c == '\0') return false;
-    acc = (acc << 6) | static_cast<unsigned>(pos - kB64);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      bytes->push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
-  }
-  return true;
-}
 
 std::string KeyBlobType(const std::string& blob) {
   if (blob.size() < 4) return "";
@@ -276,7 +231,8 @@ Status VerifyHostKey(LIBSSH2_SESSION* session, const Endpoint& ep) {
       std::string where = path;
       if (known && known->key) {
         std::string old_blob;
-        if (Base64Decode(known->key, &old_blob) && !old_blob.empty()) {
+        if (auto decoded = Base64Decode(known->key); decoded.ok() && !decoded->empty()) {
+          old_blob = std::move(*decoded);
           old_fp = Sha256Fingerprint(old_blob);
           old_label = KeyTypeLabel(KeyBlobType(old_blob));
         }

@@ -11,10 +11,6 @@
 
 namespace onboard::ssh {
 
-std::string Base64Encode(const std::string& bytes);
-// Returns false on characters outside the base64 alphabet.
-bool Base64Decode(const std::string& text, std::string* bytes);
-
 // The algorithm name stored at the start of an SSH public key blob ("ssh-ed25519", ...), or "".
 std::string KeyBlobType(const std::string& blob);
 // "ED25519", "ECDSA", "RSA", "DSA" (as OpenSSH prints it) for a blob algorithm name.

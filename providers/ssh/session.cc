@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/encoding.h"
 #include "providers/ssh/known_hosts.h"
 
 namespace onboard::ssh {
@@ -119,8 +120,9 @@ std::string PrivateKeyType(const std::string& path) {
   if (line.find("BEGIN OPENSSH PRIVATE KEY") == std::string::npos) return "";
   std::string body, l;
   while (std::getline(in, l) && l.find("-----END") == std::string::npos) body += l;
-  std::string raw;
-  if (!Base64Decode(body, &raw)) return "";
+  auto decoded = Base64Decode(body);
+  if (!decoded.ok()) return "";
+  const std::string& raw = *decoded;
   // "openssh-key-v1\0", string cipher, string kdf, string kdfoptions, uint32 n, string pubkey.
   const std::string magic("openssh-key-v1\0", 15);
   if (raw.compare(0, magic.size(), magic) != 0) return "";

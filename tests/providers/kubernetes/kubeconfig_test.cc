@@ -316,7 +316,7 @@ users:
   EXPECT_EQ(cfg->exec->command, d.path() + "/kube/../bin/plugin.sh");  // relative to the kubeconfig
 
   int64_t now = 0;
-  ASSERT_TRUE(ParseRfc3339("2030-01-01T00:00:00Z", &now));
+  ASSERT_TRUE(ParseTime("2030-01-01T00:00:00Z", &now));
   CredentialSource creds(*cfg, [&now] { return now; });
   auto c = creds.Get();
   ASSERT_TRUE(c.ok()) << c.error();
@@ -431,12 +431,12 @@ TEST(KubeConfig, Helpers) {
   EXPECT_EQ(Base64Encode("ab"), "YWI=");
   EXPECT_FALSE(Base64Decode("a*b").ok());
   int64_t t = 0;
-  ASSERT_TRUE(ParseRfc3339("1970-01-02T00:00:01Z", &t));
+  ASSERT_TRUE(ParseTime("1970-01-02T00:00:01Z", &t));
   EXPECT_EQ(t, 86401);
-  ASSERT_TRUE(ParseRfc3339("1970-01-02T01:00:01.123+01:00", &t));
+  ASSERT_TRUE(ParseTime("1970-01-02T01:00:01.123+01:00", &t));
   EXPECT_EQ(t, 86401);
-  EXPECT_FALSE(ParseRfc3339("yesterday", &t));
-  EXPECT_EQ(FormatRfc3339(86401), "1970-01-02T00:00:01Z");
+  EXPECT_FALSE(ParseTime("yesterday", &t));
+  EXPECT_EQ(FormatTime(86401), "1970-01-02T00:00:01Z");
   auto j = YamlToJson("a: 1\nb: '1'\nc: true\nd: [x, 2.5]\ne: ~\nf: {g: h}\n", "test");
   ASSERT_TRUE(j.ok()) << j.error();
   EXPECT_EQ(*j, nlohmann::json::parse(R"({"a":1,"b":"1","c":true,"d":["x",2.5],"e":null,"f":{"g":"h"}})"));

@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "engine/clock.h"
+#include "engine/encoding.h"
 #include "engine/hash.h"
 #include "providers/kubernetes/client.h"
 #include "providers/kubernetes/kubeconfig.h"
@@ -249,7 +250,7 @@ class KubeState : public ::testing::Test {
     return status == 200 ? body : json();
   }
   std::string Data(const json& secret) {
-    auto bytes = k8s::Base64Decode(secret["data"]["state.json.gz"].get<std::string>());
+    auto bytes = Base64Decode(secret["data"]["state.json.gz"].get<std::string>());
     EXPECT_TRUE(bytes.ok());
     return bytes.ok() ? *bytes : "";
   }
@@ -620,7 +621,7 @@ TEST_F(KubeState, ACorruptIndexIsAnErrorAndNeverOverwritten) {
   // Not gzip at all (the digest and size made to match, so that the gzip check is what fails).
   json bad = good;
   std::string junk = "this is not gzip";
-  bad["data"]["state.json.gz"] = k8s::Base64Encode(junk);
+  bad["data"]["state.json.gz"] = Base64Encode(junk);
   bad["metadata"]["annotations"]["onboard.tetrate.io/sha256"] = Sha256Hex(junk);
   bad["metadata"]["annotations"]["onboard.tetrate.io/size"] = std::to_string(junk.size());
   put(bad);
@@ -629,7 +630,7 @@ TEST_F(KubeState, ACorruptIndexIsAnErrorAndNeverOverwritten) {
   // Truncated gzip.
   std::string gz = Data(good);
   std::string cut = gz.substr(0, gz.size() - 10);
-  bad["data"]["state.json.gz"] = k8s::Base64Encode(cut);
+  bad["data"]["state.json.gz"] = Base64Encode(cut);
   bad["metadata"]["annotations"]["onboard.tetrate.io/sha256"] = Sha256Hex(cut);
   bad["metadata"]["annotations"]["onboard.tetrate.io/size"] = std::to_string(cut.size());
   put(bad);
@@ -647,7 +648,7 @@ TEST_F(KubeState, ACorruptIndexIsAnErrorAndNeverOverwritten) {
   broken["serial"] = "seven";
   std::string bgz = Gzip(broken.dump());
   bad = good;
-  bad["data"]["state.json.gz"] = k8s::Base64Encode(bgz);
+  bad["data"]["state.json.gz"] = Base64Encode(bgz);
   bad["metadata"]["annotations"]["onboard.tetrate.io/sha256"] = Sha256Hex(bgz);
   bad["metadata"]["annotations"]["onboard.tetrate.io/size"] = std::to_string(bgz.size());
   put(bad);
@@ -695,7 +696,7 @@ TEST_F(KubeState, AMissingOrForeignPartIsAnErrorAndNothingIsOverwritten) {
   foreign["metadata"].erase("resourceVersion");
   std::string bytes = Data(part);
   bytes[1000] ^= 0x55;
-  foreign["data"]["state.json.gz"] = k8s::Base64Encode(bytes);
+  foreign["data"]["state.json.gz"] = Base64Encode(bytes);
   ASSERT_EQ(Raw("PUT", SecretPath(second), foreign).first, 200);
   ExpectUnreadableAndKept(this, *Open(), {"the sha256 of its parts is"});
 
