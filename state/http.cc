@@ -17,6 +17,7 @@
 #include "state/http_client.h"
 #include "state/local.h"
 #include "state/lock.h"
+#include "state/overwrite.h"
 
 namespace onboard {
 namespace {
@@ -302,14 +303,9 @@ Status HttpStateStore::Lock(const LockInfo& info, int timeout_seconds) {
   if (!lock_id_.empty())
     return Status::Error("this process already holds the lock on " + Describe() + " (lock ID " + lock_id_ +
                          "); unlock it before locking again");
-  if (info.id.empty())
-    return Status::Error("cannot lock " + Describe() + ": the lock info has no ID (use NewLockInfo)");
-  LockInfo mine = info;
-  mine.pid = static_cast<int>(::getpid());
-  mine.host = CurrentHost();
-  if (mine.who.empty()) mine.who = CurrentUser() + "@" + mine.host;
-  if (mine.path.empty()) mine.path = Describe();
-  if (mine.created == 0) mine.created = static_cast<int64_t>(std::time(nullptr));
+  Result<LockInfo> recorded = LockInfoOfThisProcess(info, Describe());
+  if (!recorded) return recorded.status();
+  const LockInfo& mine = *recorded;
   const std::string body = mine.ToJson().dump();
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + std::chrono::seconds(std::max(0, timeout_seconds));
@@ -471,13 +467,10 @@ Status HttpStateStore::Write(const State& s) {
   }
   const std::string sha = Sha256Hex(*bytes);
   if (known_->exists) {
-    if (known_->lineage != s.lineage && !replacing_lineage())
-      return Status::Error(refuse + "it holds a different state (lineage " + known_->lineage +
-                           ", this state has lineage " + s.lineage + "); use another address");
-    if (known_->serial > s.serial)
-      return Status::Error(refuse + "it is at serial " + std::to_string(known_->serial) +
-                           ", newer than this state's serial " + std::to_string(s.serial) +
-                           "; run the command again");
+    if (Status st =
+            CheckOverwrite(known_->lineage, known_->serial, s, replacing_lineage(), "use another address");
+        !st)
+      return Status::Error(refuse + st.message());
     if (known_->sha256 == sha) return Status::Ok();  // the server has these bytes: no write
   }
   Result<HttpReply> r = transport_.Send(s_.update_method, WriteUrl(), &*bytes, "write the state", where);

@@ -17,6 +17,7 @@
 #include "providers/kubernetes/kubeconfig.h"
 #include "state/kubernetes_util.h"
 #include "state/lock.h"
+#include "state/overwrite.h"
 
 namespace onboard {
 namespace {
@@ -377,14 +378,9 @@ Status KubernetesStateStore::Lock(const LockInfo& info, int timeout_seconds) {
                            "); unlock it before locking again");
   }
   StopRenewer();  // a renewer that ended on its own (lost lock)
-  if (info.id.empty())
-    return Status::Error("cannot lock " + Describe() + ": the lock info has no ID (use NewLockInfo)");
-  LockInfo mine = info;
-  mine.pid = static_cast<int>(::getpid());
-  mine.host = CurrentHost();
-  if (mine.who.empty()) mine.who = CurrentUser() + "@" + mine.host;
-  if (mine.path.empty()) mine.path = Describe();
-  if (mine.created == 0) mine.created = static_cast<int64_t>(std::time(nullptr));
+  Result<LockInfo> recorded = LockInfoOfThisProcess(info, Describe());
+  if (!recorded) return recorded.status();
+  const LockInfo& mine = *recorded;
   const std::string cannot = "cannot lock " + Describe() + ": ";
   const auto deadline = Steady::now() + std::chrono::seconds(std::max(0, timeout_seconds));
 
@@ -947,14 +943,10 @@ Status KubernetesStateStore::Write(const State& s) {
   }
   const std::string json_sha = Sha256Hex(text);
   if (known_ && exists_) {
-    if (lineage_ != s.lineage && !replacing_lineage())
-      return Status::Error(refuse + "it holds a different state (lineage " + lineage_ +
-                           ", this state has lineage " + s.lineage +
-                           "); choose another state name (backend setting name)");
-    if (serial_ > s.serial)
-      return Status::Error(refuse + "it is at serial " + std::to_string(serial_) +
-                           ", newer than this state's serial " + std::to_string(s.serial) +
-                           "; run the command again");
+    if (Status st = CheckOverwrite(lineage_, serial_, s, replacing_lineage(),
+                                   "choose another state name (backend setting name)");
+        !st)
+      return Status::Error(refuse + st.message());
     if (json_sha == json_sha_) return Status::Ok();  // no change: no write
   }
   auto gz = kstate::Gzip(text);

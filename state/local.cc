@@ -20,6 +20,7 @@
 
 #include "engine/clock.h"
 #include "state/lock.h"
+#include "state/overwrite.h"
 
 namespace onboard {
 namespace {
@@ -274,14 +275,9 @@ Status LocalStateStore::Lock(const LockInfo& info, int timeout_seconds) {
   if (lock_fd_ >= 0)
     return Status::Error("this process already holds the lock on " + path_ + " (lock ID " + lock_id_ +
                          "); unlock it before locking again");
-  if (info.id.empty())
-    return Status::Error("cannot lock " + path_ + ": the lock info has no ID (use NewLockInfo)");
-  LockInfo mine = info;
-  mine.pid = static_cast<int>(::getpid());
-  mine.host = CurrentHost();
-  if (mine.who.empty()) mine.who = CurrentUser() + "@" + mine.host;
-  if (mine.path.empty()) mine.path = path_;
-  if (mine.created == 0) mine.created = static_cast<int64_t>(std::time(nullptr));
+  Result<LockInfo> recorded = LockInfoOfThisProcess(info, path_);
+  if (!recorded) return recorded.status();
+  const LockInfo& mine = *recorded;
   const std::string body = mine.ToJson().dump(2) + "\n";
   const std::string base = BaseOf(lock);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(std::max(0, timeout_seconds));
@@ -524,14 +520,11 @@ Status LocalStateStore::Write(const State& s) {
       }
     }
     if (old_sha) {
-      if (old_lineage != s.lineage && !replacing_lineage())
-        return Status::Error(refuse + "it holds a different state (lineage " + old_lineage +
-                             ", this state has lineage " + s.lineage +
-                             "); use another --state path or move the file aside");
-      if (old_serial > s.serial)
-        return Status::Error(refuse + "it is at serial " + std::to_string(old_serial) +
-                             ", newer than this state's serial " + std::to_string(s.serial) +
-                             " (another run wrote it since this one read it); run the command again");
+      if (Status st = CheckOverwrite(old_lineage, old_serial, s, replacing_lineage(),
+                                     "use another --state path or move the file aside",
+                                     " (another run wrote it since this one read it)");
+          !st)
+        return Status::Error(refuse + st.message());
       if (*old_sha == Sha256Hex(*bytes)) {  // no change: no write, just make sure of the mode
         if ((cur.st_mode & 07777) != 0600 && ::chmod(path_.c_str(), 0600) != 0)
           return Status::Error("cannot set mode 0600 on state file " + path_ + ": " + Errno(errno));

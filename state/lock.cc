@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <ctime>
 #include <vector>
 
 namespace onboard {
@@ -40,6 +41,18 @@ LockInfo NewLockInfo(const std::string& operation, const std::string& path, int6
   info.created = now;
   info.path = path;
   return info;
+}
+
+Result<LockInfo> LockInfoOfThisProcess(const LockInfo& info, const std::string& where) {
+  if (info.id.empty())
+    return Result<LockInfo>::Error("cannot lock " + where + ": the lock info has no ID (use NewLockInfo)");
+  LockInfo mine = info;
+  mine.pid = static_cast<int>(::getpid());
+  mine.host = CurrentHost();
+  if (mine.who.empty()) mine.who = CurrentUser() + "@" + mine.host;
+  if (mine.path.empty()) mine.path = where;
+  if (mine.created == 0) mine.created = static_cast<int64_t>(std::time(nullptr));
+  return mine;
 }
 
 }  // namespace onboard

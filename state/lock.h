@@ -15,5 +15,9 @@ std::string CurrentHost();
 // A fresh lock: new UUID id, who = user@host, host, this process's pid, onboard's version,
 // created = now (epoch seconds), path = the state location.
 LockInfo NewLockInfo(const std::string& operation, const std::string& path, int64_t now);
+// The lock info a backend's Lock() records for `info`: pid and host always this process's (stale-lock
+// detection relies on them), an empty who, path (= where, the state's location) or created filled in.
+// An error when info has no ID.
+Result<LockInfo> LockInfoOfThisProcess(const LockInfo& info, const std::string& where);
 
 }  // namespace onboard

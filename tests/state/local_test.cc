@@ -25,6 +25,7 @@
 #include "engine/clock.h"
 #include "state/local.h"
 #include "state/lock.h"
+#include "tests/state/child.h"
 #include "tests/state/sample.h"
 
 namespace onboard {
@@ -32,6 +33,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+using test::ChildGuard;
+using test::Pipe;
 
 std::string FileBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -63,50 +66,6 @@ ino_t InodeOf(const std::string& path) {
 }
 
 int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
-
-// One-way byte channel between a parent and a forked child.
-class Pipe {
- public:
-  Pipe() { EXPECT_EQ(::pipe(fd_), 0); }
-  ~Pipe() {
-    ::close(fd_[0]);
-    ::close(fd_[1]);
-  }
-  void SendInt(int v) { (void)!::write(fd_[1], &v, sizeof v); }
-  // -1 on timeout or end of file.
-  int ReceiveInt(int timeout_ms) {
-    struct pollfd p = {fd_[0], POLLIN, 0};
-    if (::poll(&p, 1, timeout_ms) != 1) return -1;
-    int v = 0;
-    return ::read(fd_[0], &v, sizeof v) == static_cast<ssize_t>(sizeof v) ? v : -1;
-  }
-
- private:
-  int fd_[2] = {-1, -1};
-};
-
-// Kills and reaps a child left behind by a failed assertion.
-class ChildGuard {
- public:
-  explicit ChildGuard(pid_t pid, bool reapable = true) : pid_(pid), reapable_(reapable) {}
-  ~ChildGuard() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    if (reapable_) ::waitpid(pid_, nullptr, 0);
-  }
-  void Release() { pid_ = -1; }
-  // Waits for a normal exit; returns the exit code, or -1.
-  int Wait() {
-    int status = 0;
-    pid_t p = ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return p > 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-
- private:
-  pid_t pid_;
-  bool reapable_;
-};
 
 class LocalStore : public ::testing::Test {
  protected:

@@ -22,6 +22,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/bootstrap.h"
+#include "tests/sandbox/apiserver/harness.h"
 
 namespace onboard::k8s {
 namespace {
@@ -30,26 +31,9 @@ using json = nlohmann::json;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 void WriteFile(const std::string& path, const std::string& body, mode_t mode = 0644) {
   std::ofstream(path) << body;
   chmod(path.c_str(), mode);
-}
-
-std::string Trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-size_t Collect(char* data, size_t size, size_t n, void* user) {
-  static_cast<std::string*>(user)->append(data, size * n);
-  return size * n;
 }
 
 class RecordingReporter : public Reporter {
@@ -70,26 +54,12 @@ class RecordingReporter : public Reporter {
 class ApiServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/k8s_provider_XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    pid_ = fork();
-    if (pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGTERM);  // never outlive a crashed test
-      int devnull = open("/dev/null", O_WRONLY);
-      dup2(devnull, 1);
-      int err = open((dir_ + "/server.stderr").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      if (err >= 0) dup2(err, 2);
-      execl(K8S_TEST_APISERVER, K8S_TEST_APISERVER, "--dir", dir_.c_str(), "--port", "0", nullptr);
-      _exit(127);
-    }
-    ASSERT_GT(pid_, 0);
-    for (int i = 0; i < 1000 && access((dir_ + "/ready").c_str(), F_OK) != 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    ASSERT_EQ(access((dir_ + "/ready").c_str(), F_OK), 0)
-        << "test API server did not start: " K8S_TEST_APISERVER << "\n" << ReadFile(dir_ + "/server.stderr");
-    token_ = Trim(ReadFile(dir_ + "/token"));
-    server_ = "https://127.0.0.1:" + Trim(ReadFile(dir_ + "/port"));
+    std::string error;
+    ASSERT_TRUE(apiserver_.Start(K8S_TEST_APISERVER, {}, &error))
+        << "test API server did not start: " << error;
+    dir_ = apiserver_.dir();
+    token_ = apiserver_.File("token");
+    server_ = sandbox::ApiServerUrl(apiserver_);
 
     model_.cluster.name = "sandbox";
     model_.cluster.kubeconfig = dir_ + "/kubeconfig";
@@ -108,15 +78,6 @@ class ApiServerTest : public ::testing::Test {
     model_.workloads.push_back(w);
   }
 
-  void TearDown() override {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int st = 0;
-      waitpid(pid_, &st, 0);
-    }
-    std::system(("rm -rf '" + dir_ + "'").c_str());
-  }
-
   std::unique_ptr<KubernetesProvider> MakeProvider(ProviderOptions o = {}) {
     o.reporter = o.reporter ? o.reporter : &reporter_;
     o.client.backoff_initial_ms = 20;
@@ -128,22 +89,7 @@ class ApiServerTest : public ::testing::Test {
 
   // Admin endpoints (no auth), verified with the server's CA.
   json Admin(const std::string& method, const std::string& path, const json& body = nullptr) {
-    CURL* h = curl_easy_init();
-    std::string url = server_ + path, out, data = body.is_null() ? (method == "POST" ? "{}" : "") : body.dump();
-    std::string ca = dir_ + "/ca.pem";
-    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(h, CURLOPT_CAINFO, ca.c_str());
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method.c_str());
-    curl_slist* hdr = curl_slist_append(nullptr, "Content-Type: application/json");
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-    if (!data.empty()) curl_easy_setopt(h, CURLOPT_POSTFIELDS, data.c_str());
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, Collect);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &out);
-    CURLcode rc = curl_easy_perform(h);
-    curl_slist_free_all(hdr);
-    curl_easy_cleanup(h);
-    EXPECT_EQ(rc, CURLE_OK) << curl_easy_strerror(rc);
-    return json::parse(out, nullptr, false);
+    return sandbox::ApiServerAdmin(apiserver_, method, path, body);
   }
 
   void Fault(const json& f) { Admin("POST", "/__admin/faults", f); }
@@ -225,8 +171,8 @@ class ApiServerTest : public ::testing::Test {
     return it->second;
   }
 
+  sandbox::ServerProcess apiserver_;
   std::string dir_, token_, server_;
-  pid_t pid_ = -1;
   Model model_;
   RecordingReporter reporter_;
   SecretBag secrets_;
@@ -507,7 +453,7 @@ TEST_F(ApiServerTest, WrongCaFailsNamingServerAndCaSource) {
   std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -keyout " + dir_ + "/other-ca.key -out " + ca +
                     " -subj /CN=other-ca -days 1 >/dev/null 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
-  std::string kc = ReadFile(dir_ + "/kubeconfig");
+  std::string kc = sandbox::Slurp(dir_ + "/kubeconfig");
   auto pos = kc.find(dir_ + "/ca.pem");
   ASSERT_NE(pos, std::string::npos);
   kc.replace(pos, (dir_ + "/ca.pem").size(), "other-ca.pem");  // relative to the kubeconfig
@@ -523,7 +469,7 @@ TEST_F(ApiServerTest, WrongCaFailsNamingServerAndCaSource) {
 }
 
 TEST_F(ApiServerTest, InsecureKubeconfigWarns) {
-  std::string kc = ReadFile(dir_ + "/kubeconfig");
+  std::string kc = sandbox::Slurp(dir_ + "/kubeconfig");
   auto pos = kc.find("certificate-authority: " + dir_ + "/ca.pem");
   ASSERT_NE(pos, std::string::npos);
   kc.replace(pos, ("certificate-authority: " + dir_ + "/ca.pem").size(), "insecure-skip-tls-verify: true");
@@ -548,7 +494,7 @@ TEST_F(ApiServerTest, ExecPluginRunsAgainWhenItsTokenIsRevoked) {
             "printf '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\","
             "\"status\":{\"token\":\"%s\"}}' \"$(cat " + token_file + ")\"\n",
             0755);
-  std::string port = Trim(ReadFile(dir_ + "/port"));
+  std::string port = apiserver_.File("port");
   WriteFile(dir_ + "/exec.kubeconfig",
             "apiVersion: v1\nkind: Config\ncurrent-context: sandbox\n"
             "clusters: [{name: sandbox, cluster: {server: \"" + server_ + "\", certificate-authority: ca.pem}}]\n"
@@ -654,7 +600,7 @@ TEST_F(ApiServerTest, TokenRequestRecordsHashAndExpiryNeverTheToken) {
   EXPECT_THAT(r->state->observed.dump(), Not(HasSubstr(*token)));
   EXPECT_THAT(r->state->attributes.dump(), Not(HasSubstr(*token)));
   // The token is in no log.
-  EXPECT_THAT(ReadFile(dir_ + "/requests.log"), Not(HasSubstr(*token)));
+  EXPECT_THAT(sandbox::Slurp(dir_ + "/requests.log"), Not(HasSubstr(*token)));
   EXPECT_THAT(Admin("GET", "/__admin/requests").dump(), Not(HasSubstr(*token)));
 
   // Refresh: it cannot be read back; the recorded state is what there is.
@@ -700,7 +646,7 @@ TEST_F(ApiServerTest, ReadFactsFromSeededConfigMaps) {
   ASSERT_EQ(f.root_certs.size(), 2u);
   EXPECT_THAT(f.root_certs.at("bookinfo"), HasSubstr("BEGIN CERTIFICATE"));
   EXPECT_THAT(f.root_certs.at("default"), HasSubstr("BEGIN CERTIFICATE"));
-  EXPECT_EQ(f.kube_ca, ReadFile(dir_ + "/ca.pem"));  // from the kubeconfig
+  EXPECT_EQ(f.kube_ca, sandbox::Slurp(dir_ + "/ca.pem"));  // from the kubeconfig
   EXPECT_FALSE(f.mesh_expansion_on);
 }
 
@@ -728,7 +674,7 @@ TEST_F(ApiServerTest, ReadFactsNamesAMissingConfigMap) {
 
 TEST_F(ApiServerTest, KubeCaFromConfigMapWhenTheKubeconfigHasNone) {
   // A kubeconfig without a CA (insecure) reads the cluster CA from kube-root-ca.crt.
-  std::string kc = ReadFile(dir_ + "/kubeconfig");
+  std::string kc = sandbox::Slurp(dir_ + "/kubeconfig");
   std::string ca_line = "certificate-authority: " + dir_ + "/ca.pem";
   kc.replace(kc.find(ca_line), ca_line.size(), "insecure-skip-tls-verify: true");
   WriteFile(dir_ + "/insecure.kubeconfig", kc, 0600);
@@ -766,7 +712,7 @@ TEST_F(ApiServerTest, RefreshManyItemsInParallel) {
 }
 
 TEST_F(ApiServerTest, TlsServerNameIsVerified) {
-  std::string kc = ReadFile(dir_ + "/kubeconfig");
+  std::string kc = sandbox::Slurp(dir_ + "/kubeconfig");
   std::string ca_line = "certificate-authority: " + dir_ + "/ca.pem";
   auto with_name = [&](const std::string& name) {
     std::string k = kc;

@@ -20,28 +20,12 @@
 #include <thread>
 #include <vector>
 
+#include "tests/sandbox/server_process.h"
+
 namespace {
 
 using nlohmann::json;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
-}
-
-std::string Trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-std::string MakeTempDir() {
-  char tmpl[] = "/tmp/onboard-apiserver-test-XXXXXX";
-  char* d = ::mkdtemp(tmpl);
-  if (d == nullptr) return "";
-  return d;
-}
+using onboard::sandbox::Slurp;
 
 std::string Base64UrlDecode(const std::string& in) {
   std::string out;
@@ -65,68 +49,19 @@ std::string Base64UrlDecode(const std::string& in) {
 }
 
 // The server as a child process.
-class ServerProcess {
+class ApiServerProcess {
  public:
-  explicit ServerProcess(std::vector<std::string> extra = {}) {
-    dir_ = MakeTempDir();
-    std::vector<std::string> args = {APISERVER_BINARY, "--dir", dir_, "--port", "0"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(&a[0]);
-      argv.push_back(nullptr);
-      std::string err = dir_ + "/stderr";
-      std::freopen(err.c_str(), "w", stderr);
-      ::execv(argv[0], argv.data());
-      std::_Exit(127);
-    }
-    for (int i = 0; i < 200; ++i) {
-      struct stat st{};
-      if (::stat((dir_ + "/ready").c_str(), &st) == 0) {
-        ready_ = true;
-        break;
-      }
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    }
-    if (ready_) {
-      port_ = std::stoi(ReadFile(dir_ + "/port"));
-      token_ = Trimmed(ReadFile(dir_ + "/token"));
-    }
-  }
-  ~ServerProcess() {
-    Stop();
-    std::string cmd = "rm -rf '" + dir_ + "'";
-    if (!dir_.empty()) std::system(cmd.c_str());
+  explicit ApiServerProcess(const std::vector<std::string>& extra = {}) {
+    ready_ = process_.Start(APISERVER_BINARY, extra, &error_);
+    if (ready_) token_ = process_.File("token");
   }
   // SIGTERM and wait; returns the exit status (or -1 when killed by a signal / timed out).
-  int Stop() {
-    if (pid_ <= 0) return exit_code_;
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    for (int i = 0; i < 200; ++i) {
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        return exit_code_;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    }
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return -1;
-  }
+  int Stop() { return process_.Stop(); }
 
   std::unique_ptr<httplib::SSLClient> Client(const std::string& host = "127.0.0.1",
                                              bool with_token = true) const {
-    auto cli = std::make_unique<httplib::SSLClient>(host, port_);
-    cli->set_ca_cert_path((dir_ + "/ca.pem").c_str());
+    auto cli = std::make_unique<httplib::SSLClient>(host, port());
+    cli->set_ca_cert_path((dir() + "/ca.pem").c_str());
     cli->enable_server_certificate_verification(true);
     if (with_token) cli->set_bearer_token_auth(token_.c_str());
     cli->set_read_timeout(10, 0);
@@ -134,17 +69,17 @@ class ServerProcess {
   }
 
   bool ready() const { return ready_; }
-  const std::string& dir() const { return dir_; }
+  // Why it is not ready, with what the server wrote.
+  const std::string& error() const { return error_; }
+  const std::string& dir() const { return process_.dir(); }
   const std::string& token() const { return token_; }
-  int port() const { return port_; }
+  int port() const { return process_.port(); }
 
  private:
-  std::string dir_;
-  pid_t pid_ = -1;
+  onboard::sandbox::ServerProcess process_;
   bool ready_ = false;
-  int port_ = 0;
+  std::string error_;
   std::string token_;
-  int exit_code_ = -1;
 };
 
 json Body(const httplib::Result& r) {
@@ -155,8 +90,7 @@ json Body(const httplib::Result& r) {
 class ApiServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(server_.ready()) << "server did not become ready; stderr: "
-                                 << ReadFile(server_.dir() + "/stderr");
+    ASSERT_TRUE(server_.ready()) << "server did not become ready: " << server_.error();
     cli_ = server_.Client();
   }
 
@@ -166,7 +100,7 @@ class ApiServerTest : public ::testing::Test {
                        "application/apply-patch+yaml");
   }
 
-  ServerProcess server_;
+  ApiServerProcess server_;
   std::unique_ptr<httplib::SSLClient> cli_;
 };
 
@@ -179,14 +113,14 @@ TEST_F(ApiServerTest, WritesConnectionFilesAndExitsCleanlyOnSigterm) {
   ASSERT_EQ(::stat((d + "/token").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(server_.token().size(), 48u);  // 24 random bytes, hex
-  std::string kubeconfig = ReadFile(d + "/kubeconfig");
+  std::string kubeconfig = Slurp(d + "/kubeconfig");
   EXPECT_NE(kubeconfig.find("server: https://127.0.0.1:" + std::to_string(server_.port()) + "\n"),
             std::string::npos) << kubeconfig;
   EXPECT_NE(kubeconfig.find("certificate-authority: " + d + "/ca.pem\n"), std::string::npos);
   EXPECT_NE(kubeconfig.find("token: " + server_.token() + "\n"), std::string::npos);
   EXPECT_NE(kubeconfig.find("current-context: sandbox"), std::string::npos);
-  EXPECT_NE(ReadFile(d + "/ca.pem").find("-----BEGIN CERTIFICATE-----"), std::string::npos);
-  EXPECT_GT(std::stoi(ReadFile(d + "/pid")), 0);
+  EXPECT_NE(Slurp(d + "/ca.pem").find("-----BEGIN CERTIFICATE-----"), std::string::npos);
+  EXPECT_GT(std::stoi(Slurp(d + "/pid")), 0);
   // The certificate verifies for both 127.0.0.1 (IP SAN) and localhost (DNS SAN).
   auto r = server_.Client("localhost")->Get("/version");
   ASSERT_TRUE(r) << httplib::to_string(r.error());
@@ -296,7 +230,7 @@ TEST_F(ApiServerTest, SeedDataIsRealistic) {
   EXPECT_TRUE(cp["spec"].is_object());
   EXPECT_FALSE(cp["spec"].contains("meshExpansion"));
 
-  std::string ca = ReadFile(server_.dir() + "/ca.pem");
+  std::string ca = Slurp(server_.dir() + "/ca.pem");
   for (const char* ns : {"bookinfo", "default"}) {
     std::string base = std::string("/api/v1/namespaces/") + ns;
     json root = Body(cli_->Get(base + "/configmaps/istio-ca-root-cert"));
@@ -315,7 +249,7 @@ TEST_F(ApiServerTest, SeedDataIsRealistic) {
 }
 
 TEST(ApiServerNoSeed, StartsEmpty) {
-  ServerProcess server({"--no-seed", "--token", "fixed-token"});
+  ApiServerProcess server({"--no-seed", "--token", "fixed-token"});
   ASSERT_TRUE(server.ready());
   EXPECT_EQ(server.token(), "fixed-token");
   json list = Body(server.Client()->Get("/api/v1/namespaces"));
@@ -634,7 +568,7 @@ TEST_F(ApiServerTest, TokenRequest) {
   // Each token is unique.
   EXPECT_NE(Body(cli_->Post(path.c_str(), req.dump(), "application/json"))["status"]["token"], token);
   // The server never logs tokens.
-  EXPECT_EQ(ReadFile(server_.dir() + "/requests.log").find(token.substr(dot2 + 1)), std::string::npos);
+  EXPECT_EQ(Slurp(server_.dir() + "/requests.log").find(token.substr(dot2 + 1)), std::string::npos);
 
   r = cli_->Post("/api/v1/namespaces/bookinfo/serviceaccounts/nobody/token", req.dump(), "application/json");
   EXPECT_EQ(r->status, 404);
@@ -646,7 +580,7 @@ TEST_F(ApiServerTest, TokenRequest) {
 }
 
 TEST(ApiServerTokenCap, LifetimeIsCapped) {
-  ServerProcess server({"--token-lifetime-cap", "900"});
+  ApiServerProcess server({"--token-lifetime-cap", "900"});
   ASSERT_TRUE(server.ready());
   json req = {{"spec", {{"audiences", {"istio-ca"}}, {"expirationSeconds", 86400}}}};
   auto r = server.Client()->Post("/api/v1/namespaces/default/serviceaccounts/default/token", req.dump(),
@@ -713,7 +647,7 @@ TEST_F(ApiServerTest, CrdValidationOfWorkloadEntriesAndSidecars) {
   EXPECT_EQ(Body(cli_->Get(std::string(kWePath) + "/ratings-vm"))["spec"]["address"], "10.0.0.5");
 
   // Sidecar: the reference example is valid; a bad enum is not.
-  std::string sidecar = ReadFile(std::string(ONBOARD_SOURCE_DIR) + "/../shared/reference/examples/ratings-sidecar.yaml");
+  std::string sidecar = Slurp(std::string(ONBOARD_SOURCE_DIR) + "/../shared/reference/examples/ratings-sidecar.yaml");
   ASSERT_FALSE(sidecar.empty());
   const std::string sc_path = "/apis/networking.istio.io/v1beta1/namespaces/bookinfo/sidecars/bookinfo-ratings-no-iptables";
   r = Apply(sc_path, sidecar);
@@ -778,7 +712,7 @@ TEST_F(ApiServerTest, RequestLog) {
   EXPECT_EQ(log[2]["status"], 201);
   EXPECT_FALSE(log[2]["time"].get<std::string>().empty());
   // The file has the same lines, one JSON object each, and never the bearer token.
-  std::string file = ReadFile(server_.dir() + "/requests.log");
+  std::string file = Slurp(server_.dir() + "/requests.log");
   std::istringstream lines(file);
   std::string line;
   int n = 0;
@@ -831,7 +765,7 @@ TEST_F(ApiServerTest, RealKubectl) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   };
   std::string out;
-  ASSERT_EQ(run("get configmaps -n istio-system -o json", &out), 0) << ReadFile(d + "/kubectl.err");
+  ASSERT_EQ(run("get configmaps -n istio-system -o json", &out), 0) << Slurp(d + "/kubectl.err");
   json cms = json::parse(out, nullptr, false);
   ASSERT_FALSE(cms.is_discarded()) << out;
   std::set<std::string> names;
@@ -854,17 +788,17 @@ TEST_F(ApiServerTest, RealKubectl) {
                                    "  ports:\n"
                                    "    http: 9080\n";
   ASSERT_EQ(run("apply --server-side --field-manager=kubectl-test -f " + d + "/we.yaml", &out), 0)
-      << ReadFile(d + "/kubectl.err");
+      << Slurp(d + "/kubectl.err");
   EXPECT_NE(out.find("workloadentry.networking.istio.io/ratings-vm serverside-applied"), std::string::npos) << out;
   // Applying again is a no-op on the server.
   json before = Body(cli_->Get(std::string(kWePath) + "/ratings-vm"));
   ASSERT_EQ(run("apply --server-side --field-manager=kubectl-test -f " + d + "/we.yaml", &out), 0)
-      << ReadFile(d + "/kubectl.err");
+      << Slurp(d + "/kubectl.err");
   EXPECT_EQ(Body(cli_->Get(std::string(kWePath) + "/ratings-vm"))["metadata"]["resourceVersion"],
             before["metadata"]["resourceVersion"]);
   EXPECT_EQ(before["metadata"]["managedFields"][0]["manager"], "kubectl-test");
 
-  ASSERT_EQ(run("get workloadentries -n bookinfo -o json", &out), 0) << ReadFile(d + "/kubectl.err");
+  ASSERT_EQ(run("get workloadentries -n bookinfo -o json", &out), 0) << Slurp(d + "/kubectl.err");
   json wes = json::parse(out, nullptr, false);
   ASSERT_EQ(wes["items"].size(), 1u) << out;
   EXPECT_EQ(wes["items"][0]["spec"]["address"], "10.0.0.5");
@@ -875,19 +809,19 @@ TEST_F(ApiServerTest, RealKubectl) {
   std::ofstream(d + "/bad.yaml") << "apiVersion: networking.istio.io/v1beta1\nkind: WorkloadEntry\n"
                                     "metadata:\n  name: bad\n  namespace: bookinfo\nspec:\n  serviceAccount: x\n";
   EXPECT_NE(run("apply --server-side -f " + d + "/bad.yaml", &out), 0);
-  EXPECT_NE(ReadFile(d + "/kubectl.err").find("Address is required"), std::string::npos)
-      << ReadFile(d + "/kubectl.err");
+  EXPECT_NE(Slurp(d + "/kubectl.err").find("Address is required"), std::string::npos)
+      << Slurp(d + "/kubectl.err");
 
   // Mesh expansion the way the TSB guide does it, and a TokenRequest through kubectl.
   ASSERT_EQ(run("patch controlplane controlplane -n istio-system --type merge -p '{\"spec\":{\"meshExpansion\":{}}}'", &out), 0)
-      << ReadFile(d + "/kubectl.err");
+      << Slurp(d + "/kubectl.err");
   json cp = Body(cli_->Get("/apis/install.tetrate.io/v1alpha1/namespaces/istio-system/controlplanes/controlplane"));
   EXPECT_TRUE(cp["spec"]["meshExpansion"].is_object()) << cp.dump();
   ASSERT_EQ(run("create token bookinfo-ratings -n bookinfo --audience istio-ca --duration 1h", &out), 0)
-      << ReadFile(d + "/kubectl.err");
+      << Slurp(d + "/kubectl.err");
   EXPECT_EQ(std::count(out.begin(), out.end(), '.'), 2) << "a JWT: " << out.substr(0, 20);
 
-  ASSERT_EQ(run("delete workloadentry ratings-vm -n bookinfo", &out), 0) << ReadFile(d + "/kubectl.err");
+  ASSERT_EQ(run("delete workloadentry ratings-vm -n bookinfo", &out), 0) << Slurp(d + "/kubectl.err");
   EXPECT_EQ(cli_->Get(std::string(kWePath) + "/ratings-vm")->status, 404);
 }
 

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "tests/sandbox/apiserver/tls.h"
+#include "tests/sandbox/serve.h"
 
 namespace onboard::sandbox {
 namespace {
@@ -448,43 +449,21 @@ bool ApiServer::Start(std::string* error) {
     *error = "cannot set up the TLS server context (OpenSSL)";
     return false;
   }
-  auto handler = [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); };
-  server_->Get(".*", handler);
-  server_->Post(".*", handler);
-  server_->Put(".*", handler);
-  server_->Patch(".*", handler);
-  server_->Delete(".*", handler);
+  RouteEveryPath(
+      *server_, [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); },
+      /*with_options=*/false);
   server_->set_logger(
       [this](const httplib::Request& req, const httplib::Response& res) { LogRequest(req, res); });
-  server_->set_exception_handler(
-      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-        std::string what = "unknown exception";
-        try {
-          std::rethrow_exception(ep);
-        } catch (const std::exception& e) {
-          what = e.what();
-        } catch (...) {
-        }
-        res.status = 500;
-        res.set_content(StatusJson(500, "InternalError", "test API server error: " + what).dump(),
-                        "application/json");
-      });
+  ReplyToExceptions(*server_, [](httplib::Response& res, const std::string& what) {
+    res.status = 500;
+    res.set_content(StatusJson(500, "InternalError", "test API server error: " + what).dump(),
+                    "application/json");
+  });
   server_->set_payload_max_length(16 * 1024 * 1024);
 
-  if (options_.port == 0) {
-    bound_port_ = server_->bind_to_any_port(options_.bind);
-    if (bound_port_ <= 0) {
-      *error = "cannot bind to " + options_.bind + " on any port";
-      return false;
-    }
-  } else {
-    if (!server_->bind_to_port(options_.bind, options_.port)) {
-      *error = "cannot bind to " + options_.bind + ":" + std::to_string(options_.port) +
-               " (port in use? pass --port 0 to pick a free one)";
-      return false;
-    }
-    bound_port_ = options_.port;
-  }
+  bound_port_ = BindServer(*server_, options_.bind, options_.port,
+                           "port in use? pass --port 0 to pick a free one", error);
+  if (bound_port_ == 0) return false;
 
   if (options_.seed) Seed();
 
@@ -526,20 +505,9 @@ bool ApiServer::Start(std::string* error) {
 }
 
 void ApiServer::Serve() {
-  std::string error;
-  // "ready" is written once the listener is accepting: listen_after_bind() blocks, so write it
-  // from a helper thread as soon as the server reports running.
-  std::thread ready([this] {
-    for (int i = 0; i < 5000 && !server_->is_running(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    std::string err;
-    if (!WriteFile(options_.dir + "/ready", "ok\n", 0644, &err)) {
-      std::fprintf(stderr, "onboard-test-apiserver: %s\n", err.c_str());
-    }
+  ListenAndWriteReady(*server_, "onboard-test-apiserver", [this](std::string* error) {
+    return WriteFile(options_.dir + "/ready", "ok\n", 0644, error);
   });
-  server_->listen_after_bind();
-  ready.join();
 }
 
 void ApiServer::Stop() {

@@ -146,9 +146,10 @@ std::string RandomBytes(size_t n) {
   return out;
 }
 
-std::string RandomHex(size_t n) {
+std::string RandomHex(size_t n) { return Hex(RandomBytes(n)); }
+
+std::string Hex(const std::string& bytes) {
   static const char* kHex = "0123456789abcdef";
-  std::string bytes = RandomBytes(n);
   std::string out;
   for (unsigned char c : bytes) {
     out += kHex[c >> 4];

@@ -39,6 +39,8 @@ bool GenerateServerCert(const KeyAndCert& ca, const std::string& common_name,
 std::string RandomBytes(size_t n);
 // Lower-case hex of `n` random bytes.
 std::string RandomHex(size_t n);
+// Lower-case hex of `bytes`.
+std::string Hex(const std::string& bytes);
 // RFC 4122 version-4 UUID string.
 std::string RandomUuid();
 // base64url without padding (RFC 4648 §5), as JWTs use.

@@ -1,30 +1,21 @@
-// Running onboard-test-httpstate from a test: a child process per server in a temporary
-// directory, stopped (SIGTERM, then SIGKILL) and cleaned up by the destructor (and sent SIGTERM
-// if the test process dies first), plus direct requests to it with libcurl (including
-// LOCK/UNLOCK and the admin endpoints).
+// Running onboard-test-httpstate from a test (a ServerProcess, tests/sandbox/server_process.h: a child
+// process in a temporary directory, stopped and cleaned up by the destructor), plus direct requests to it
+// with libcurl (including LOCK/UNLOCK and the admin endpoints).
 #pragma once
 
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 
-#include <chrono>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "tests/sandbox/server_process.h"
 
 namespace onboard::sandbox {
 
@@ -48,86 +39,25 @@ class HttpStateProcess {
                                                  std::string* error) {
     std::unique_ptr<HttpStateProcess> p(new HttpStateProcess());
     p->tls_ = options.tls;
-    char tmpl[] = "/tmp/onboard-httpstate.XXXXXX";
-    if (!::mkdtemp(tmpl)) {
-      *error = "mkdtemp failed";
-      return nullptr;
-    }
-    p->dir_ = tmpl;
-    std::vector<std::string> args = {binary, "--dir", p->dir_, "--port", "0"};
+    std::vector<std::string> args;
     if (options.tls) args.push_back("--tls");
     if (!options.username.empty()) args.insert(args.end(), {"--username", options.username});
     if (!options.password.empty()) args.insert(args.end(), {"--password", options.password});
     if (options.conflict_status)
       args.insert(args.end(), {"--lock-conflict-status", std::to_string(options.conflict_status)});
     args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
-    const std::string log = p->dir_ + "/server.log";
-    const pid_t parent = ::getpid();
-    pid_t pid = ::fork();
-    if (pid < 0) {
-      *error = "fork failed";
-      return nullptr;
-    }
-    if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // a crashed test leaves no server behind
-      if (::getppid() != parent) ::_exit(1);
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    p->pid_ = pid;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!std::filesystem::exists(p->dir_ + "/ready")) {
-      int status = 0;
-      if (::waitpid(pid, &status, WNOHANG) == pid) {
-        p->pid_ = -1;
-        *error = "onboard-test-httpstate exited early: " + Slurp(log);
-        return nullptr;
-      }
-      if (std::chrono::steady_clock::now() > deadline) {
-        *error = "onboard-test-httpstate did not become ready in 20s: " + Slurp(log);
-        return nullptr;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    p->port_ = std::atoi(Slurp(p->dir_ + "/port").c_str());
+    if (!p->process_.Start(binary, args, error)) return nullptr;
     return p;
   }
 
-  ~HttpStateProcess() {
-    Stop();
-    std::error_code ec;
-    if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
-  }
-
   // Stops the server (its port then refuses connections).
-  void Stop() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    for (int i = 0; i < 500; ++i) {
-      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
-        pid_ = -1;
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
+  void Stop() { process_.Stop(); }
 
-  int port() const { return port_; }
-  const std::string& dir() const { return dir_; }
-  std::string ca_file() const { return dir_ + "/ca.pem"; }
+  int port() const { return process_.port(); }
+  const std::string& dir() const { return process_.dir(); }
+  std::string ca_file() const { return dir() + "/ca.pem"; }
   std::string url(const std::string& path) const {
-    return std::string(tls_ ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_) + path;
+    return std::string(tls_ ? "https" : "http") + "://127.0.0.1:" + std::to_string(port()) + path;
   }
 
   // One request, no retries. userpwd "user:password" for basic auth.
@@ -196,18 +126,9 @@ class HttpStateProcess {
     return nlohmann::json::parse(r.body, nullptr, false);
   }
 
-  static std::string Slurp(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
  private:
   HttpStateProcess() = default;
-  std::string dir_;
-  pid_t pid_ = -1;
-  int port_ = 0;
+  ServerProcess process_;
   bool tls_ = false;
 };
 

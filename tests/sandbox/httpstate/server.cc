@@ -12,15 +12,14 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <functional>
 #include <sstream>
-#include <thread>
 
 #include "tests/sandbox/apiserver/tls.h"
+#include "tests/sandbox/serve.h"
 
 namespace onboard::sandbox {
 namespace {
@@ -248,16 +247,6 @@ std::string Md5Base64(const std::string& data) {
   return Base64(std::string(reinterpret_cast<char*>(md), len));
 }
 
-std::string Hex(const std::string& s) {
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : s) {
-    out += kHex[c >> 4];
-    out += kHex[c & 15];
-  }
-  return out;
-}
-
 std::string Unhex(const std::string& s) {
   std::string out;
   for (size_t i = 0; i + 1 < s.size(); i += 2)
@@ -312,36 +301,15 @@ bool HttpStateServer::Start(std::string* error) {
     ca_pem = ca.cert_pem;
   }
   server_ = std::make_unique<ExtensionMethodServer>(static_cast<SSL_CTX*>(ssl_ctx_));
-  auto handler = [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); };
-  server_->Get(".*", handler);
-  server_->Post(".*", handler);
-  server_->Put(".*", handler);
-  server_->Patch(".*", handler);
-  server_->Delete(".*", handler);
-  server_->Options(".*", handler);
+  RouteEveryPath(
+      *server_, [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); },
+      /*with_options=*/true);
   server_->set_payload_max_length(256u << 20);
-  server_->set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "unknown exception";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
+  ReplyToExceptions(*server_, [](httplib::Response& res, const std::string& what) {
     TextReply(res, 500, "onboard-test-httpstate: " + what);
   });
-  if (options_.port == 0) {
-    bound_port_ = server_->bind_to_any_port(options_.bind);
-    if (bound_port_ <= 0) {
-      *error = "cannot bind to " + options_.bind + " on any port";
-      return false;
-    }
-  } else if (!server_->bind_to_port(options_.bind, options_.port)) {
-    *error = "cannot bind to " + options_.bind + ":" + std::to_string(options_.port) + " (port in use?)";
-    return false;
-  } else {
-    bound_port_ = options_.port;
-  }
+  bound_port_ = BindServer(*server_, options_.bind, options_.port, "port in use?", error);
+  if (bound_port_ == 0) return false;
   const std::string& d = options_.dir;
   if (options_.tls && !WriteFile(d + "/ca.pem", ca_pem, error)) return false;
   return WriteFile(d + "/pid", std::to_string(::getpid()) + "\n", error) &&
@@ -349,15 +317,9 @@ bool HttpStateServer::Start(std::string* error) {
 }
 
 void HttpStateServer::Serve() {
-  std::thread ready([this] {
-    for (int i = 0; i < 5000 && !server_->is_running(); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    std::string err;
-    if (!WriteFile(options_.dir + "/ready", "ok\n", &err))
-      std::fprintf(stderr, "onboard-test-httpstate: %s\n", err.c_str());
+  ListenAndWriteReady(*server_, "onboard-test-httpstate", [this](std::string* error) {
+    return WriteFile(options_.dir + "/ready", "ok\n", error);
   });
-  server_->listen_after_bind();
-  ready.join();
 }
 
 void HttpStateServer::Stop() {

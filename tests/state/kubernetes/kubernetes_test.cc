@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <regex>
 #include <sstream>
@@ -30,6 +31,8 @@
 #include "providers/kubernetes/client.h"
 #include "providers/kubernetes/kubeconfig.h"
 #include "state/lock.h"
+#include "tests/sandbox/apiserver/harness.h"
+#include "tests/state/child.h"
 #include "tests/state/sample.h"
 
 namespace onboard {
@@ -38,27 +41,12 @@ namespace {
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+using test::ChildGuard;
+using test::Pipe;
 
 constexpr const char* kIndex = "onboard-state-prod";
 constexpr const char* kLease = "onboard-lock-prod";
 constexpr size_t kPart = 512 * 1024;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string Trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-size_t Collect(char* data, size_t size, size_t n, void* user) {
-  static_cast<std::string*>(user)->append(data, size * n);
-  return size * n;
-}
 
 int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
 
@@ -124,75 +112,14 @@ State LargeState(size_t bytes, unsigned seed, int64_t serial = 1) {
   return s;
 }
 
-// One-way channel between a parent and a forked child.
-class Pipe {
- public:
-  Pipe() { EXPECT_EQ(::pipe(fd_), 0); }
-  ~Pipe() {
-    ::close(fd_[0]);
-    ::close(fd_[1]);
-  }
-  void SendInt(int v) { (void)!::write(fd_[1], &v, sizeof v); }
-  int ReceiveInt(int timeout_ms) {
-    struct pollfd p = {fd_[0], POLLIN, 0};
-    if (::poll(&p, 1, timeout_ms) != 1) return -1;
-    int v = 0;
-    return ::read(fd_[0], &v, sizeof v) == static_cast<ssize_t>(sizeof v) ? v : -1;
-  }
-
- private:
-  int fd_[2] = {-1, -1};
-};
-
-// Kills and reaps a child left behind by a failed assertion.
-class ChildGuard {
- public:
-  explicit ChildGuard(pid_t pid) : pid_(pid) {}
-  ~ChildGuard() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
-  // Waits for the child; its exit code, or -1 (killed).
-  int Wait() {
-    int status = 0;
-    pid_t p = ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return p > 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-  void Kill() {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_;
-};
-
 class KubeState : public ::testing::Test {
  public:
   void SetUp() override {
-    char tmpl[] = "/tmp/onboard-kstate-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    server_pid_ = ::fork();
-    if (server_pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // never outlive a crashed test
-      int devnull = ::open("/dev/null", O_WRONLY);
-      ::dup2(devnull, 1);
-      int err = ::open((dir_ + "/server.stderr").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      if (err >= 0) ::dup2(err, 2);
-      ::execl(STATE_TEST_APISERVER, STATE_TEST_APISERVER, "--dir", dir_.c_str(), "--port", "0", nullptr);
-      ::_exit(127);
-    }
-    ASSERT_GT(server_pid_, 0);
-    for (int i = 0; i < 1500 && ::access((dir_ + "/ready").c_str(), F_OK) != 0; ++i)
-      std::this_thread::sleep_for(10ms);
-    ASSERT_EQ(::access((dir_ + "/ready").c_str(), F_OK), 0)
-        << "test API server did not start: " << ReadFile(dir_ + "/server.stderr");
-    server_ = "https://127.0.0.1:" + Trim(ReadFile(dir_ + "/port"));
-    token_ = Trim(ReadFile(dir_ + "/token"));
+    std::string error;
+    ASSERT_TRUE(apiserver_.Start(STATE_TEST_APISERVER, {}, &error))
+        << "test API server did not start: " << error;
+    dir_ = apiserver_.dir();
+    token_ = apiserver_.File("token");
     k8s::KubeConfigOptions ko;
     ko.path = dir_ + "/kubeconfig";
     auto cfg = k8s::LoadKubeConfig(ko);
@@ -200,15 +127,6 @@ class KubeState : public ::testing::Test {
     auto client = k8s::Client::Create(*cfg);
     ASSERT_TRUE(client.ok()) << client.error();
     raw_ = std::move(*client);
-  }
-
-  void TearDown() override {
-    raw_.reset();
-    if (server_pid_ > 0) {
-      ::kill(server_pid_, SIGTERM);
-      ::waitpid(server_pid_, nullptr, 0);
-    }
-    std::system(("rm -rf '" + dir_ + "'").c_str());
   }
 
   KubernetesBackendDefaults Defaults() const {
@@ -226,6 +144,19 @@ class KubeState : public ::testing::Test {
     auto s = TryOpen(config);
     EXPECT_TRUE(s.ok()) << s.error();
     return s.ok() ? std::move(*s) : nullptr;
+  }
+
+  // Forks a process that opens a store with `config`, locks it for `operation` and exits with what
+  // `then` returns (2: the store did not open; 3: it could not lock). The child's pid, or -1.
+  pid_t ForkHolder(const json& config, const std::string& operation,
+                   const std::function<int(StateStore& store, const LockInfo& info)>& then) {
+    pid_t child = ::fork();
+    if (child != 0) return child;
+    auto store = OpenKubernetesStateStore(config, Defaults(), "spec.backend");
+    if (!store.ok()) ::_exit(2);
+    LockInfo info = NewLockInfo(operation, (*store)->Describe(), Now());
+    if (!(*store)->Lock(info, 0).ok()) ::_exit(3);
+    ::_exit(then(**store, info));
   }
 
   // A raw API request; the status and the parsed body.
@@ -266,23 +197,7 @@ class KubeState : public ::testing::Test {
   }
 
   json Admin(const std::string& method, const std::string& path, const json& body = nullptr) {
-    CURL* h = curl_easy_init();
-    std::string url = server_ + path, out,
-                data = body.is_null() ? (method == "POST" ? "{}" : "") : body.dump();
-    std::string ca = dir_ + "/ca.pem";
-    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(h, CURLOPT_CAINFO, ca.c_str());
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method.c_str());
-    curl_slist* hdr = curl_slist_append(nullptr, "Content-Type: application/json");
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-    if (!data.empty()) curl_easy_setopt(h, CURLOPT_POSTFIELDS, data.c_str());
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, Collect);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &out);
-    CURLcode rc = curl_easy_perform(h);
-    curl_slist_free_all(hdr);
-    curl_easy_cleanup(h);
-    EXPECT_EQ(rc, CURLE_OK) << curl_easy_strerror(rc);
-    return json::parse(out, nullptr, false);
+    return sandbox::ApiServerAdmin(apiserver_, method, path, body);
   }
   // Secret writes (POST/PUT/DELETE) logged since the last reset.
   int SecretWrites() {
@@ -292,8 +207,8 @@ class KubeState : public ::testing::Test {
     return n;
   }
 
-  std::string dir_, server_, token_;
-  pid_t server_pid_ = -1;
+  sandbox::ServerProcess apiserver_;
+  std::string dir_, token_;
   std::unique_ptr<k8s::Client> raw_;
 };
 
@@ -931,18 +846,13 @@ TEST_F(KubeState, HolderSaysWhenALeaseHasExpired) {
 
 TEST_F(KubeState, TwoProcessesContendForTheLock) {
   Pipe ready, release;
-  pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    auto store = OpenKubernetesStateStore(json::object(), Defaults(), "spec.backend");
-    if (!store.ok()) ::_exit(2);
-    LockInfo info = NewLockInfo("apply", (*store)->Describe(), Now());
-    if (!(*store)->Lock(info, 0).ok()) ::_exit(3);
+  pid_t child = ForkHolder(json::object(), "apply", [&](StateStore& store, const LockInfo& info) {
     ready.SendInt(1);
-    if (release.ReceiveInt(30000) != 1) ::_exit(4);
+    if (release.ReceiveInt(30000) != 1) return 4;
     std::this_thread::sleep_for(1500ms);  // the parent is waiting by now
-    ::_exit((*store)->Unlock(info.id).ok() ? 0 : 5);
-  }
+    return store.Unlock(info.id).ok() ? 0 : 5;
+  });
+  ASSERT_GE(child, 0);
   ChildGuard guard(child);
   ASSERT_EQ(ready.ReceiveInt(20000), 1);
 
@@ -972,17 +882,13 @@ TEST_F(KubeState, TwoProcessesContendForTheLock) {
 
 TEST_F(KubeState, LockTimeoutExpiresWhileALiveProcessHoldsIt) {
   Pipe ready, release;
-  pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    auto store = OpenKubernetesStateStore({{"leaseDurationSeconds", 2}}, Defaults(), "spec.backend");
-    if (!store.ok()) ::_exit(2);
-    LockInfo info = NewLockInfo("destroy", (*store)->Describe(), Now());
-    if (!(*store)->Lock(info, 0).ok()) ::_exit(3);
+  auto holder = [&](StateStore& store, const LockInfo& info) {
     ready.SendInt(1);
     (void)release.ReceiveInt(60000);
-    ::_exit((*store)->Unlock(info.id).ok() ? 0 : 4);
-  }
+    return store.Unlock(info.id).ok() ? 0 : 4;
+  };
+  pid_t child = ForkHolder({{"leaseDurationSeconds", 2}}, "destroy", holder);
+  ASSERT_GE(child, 0);
   ChildGuard guard(child);
   ASSERT_EQ(ready.ReceiveInt(20000), 1);
   // Waiting three lease durations: the holder renews all along, so it never looks expired.
@@ -1002,24 +908,20 @@ TEST_F(KubeState, LockTimeoutExpiresWhileALiveProcessHoldsIt) {
 
 TEST_F(KubeState, TheRenewerKeepsTheLockWellPastOneDurationAndItsWritesGoThrough) {
   Pipe ready;
-  pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    auto store = OpenKubernetesStateStore({{"leaseDurationSeconds", 2}}, Defaults(), "spec.backend");
-    if (!store.ok()) ::_exit(2);
-    LockInfo info = NewLockInfo("apply", (*store)->Describe(), Now());
-    if (!(*store)->Lock(info, 0).ok()) ::_exit(3);
-    if (!(*store)->Read().ok()) ::_exit(4);
+  auto holder = [&](StateStore& store, const LockInfo& info) {
+    if (!store.Read().ok()) return 4;
     ready.SendInt(1);
     std::this_thread::sleep_for(7s);  // three and a half lease durations
     State s = test::SampleState();
-    Status w = (*store)->Write(s);
+    Status w = store.Write(s);
     if (!w.ok()) {
       std::fprintf(stderr, "child write: %s\n", w.message().c_str());
-      ::_exit(5);
+      return 5;
     }
-    ::_exit((*store)->Unlock(info.id).ok() ? 0 : 6);
-  }
+    return store.Unlock(info.id).ok() ? 0 : 6;
+  };
+  pid_t child = ForkHolder({{"leaseDurationSeconds", 2}}, "apply", holder);
+  ASSERT_GE(child, 0);
   ChildGuard guard(child);
   ASSERT_EQ(ready.ReceiveInt(20000), 1);
   auto [s0, first] = Raw("GET", LeasePath());
@@ -1051,15 +953,11 @@ TEST_F(KubeState, TheRenewerKeepsTheLockWellPastOneDurationAndItsWritesGoThrough
 
 TEST_F(KubeState, AKilledHoldersLeaseExpiresAndTheNextLockSucceeds) {
   Pipe ready;
-  pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    auto store = OpenKubernetesStateStore({{"leaseDurationSeconds", 2}}, Defaults(), "spec.backend");
-    if (!store.ok()) ::_exit(2);
-    if (!(*store)->Lock(NewLockInfo("apply", (*store)->Describe(), Now()), 0).ok()) ::_exit(3);
+  pid_t child = ForkHolder({{"leaseDurationSeconds", 2}}, "apply", [&](StateStore&, const LockInfo&) -> int {
     ready.SendInt(1);
     for (;;) std::this_thread::sleep_for(1s);
-  }
+  });
+  ASSERT_GE(child, 0);
   ChildGuard guard(child);
   ASSERT_EQ(ready.ReceiveInt(20000), 1);
   std::this_thread::sleep_for(1s);  // it renews meanwhile
@@ -1121,32 +1019,27 @@ TEST_F(KubeState, AWriteAfterTheLeaseCouldNotBeRenewedIsRefused) {
 
 TEST_F(KubeState, AHolderWhoseLeaseWasTakenOverCannotWrite) {
   Pipe ready, done;
-  pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    // The old holder: locks and reads, then (after the takeover) tries to write.
-    auto store = OpenKubernetesStateStore({{"leaseDurationSeconds", 2}}, Defaults(), "spec.backend");
-    if (!store.ok()) ::_exit(2);
-    LockInfo info = NewLockInfo("apply", (*store)->Describe(), Now());
-    if (!(*store)->Lock(info, 0).ok()) ::_exit(3);
-    auto read = (*store)->Read();
-    if (!read.ok()) ::_exit(4);
+  // The old holder: locks and reads, then (after the takeover) tries to write.
+  pid_t child = ForkHolder({{"leaseDurationSeconds", 2}}, "apply", [&](StateStore& store, const LockInfo&) {
+    auto read = store.Read();
+    if (!read.ok()) return 4;
     ready.SendInt(1);
-    if (done.ReceiveInt(30000) != 1) ::_exit(5);
+    if (done.ReceiveInt(30000) != 1) return 5;
     std::this_thread::sleep_for(1500ms);  // more than one renewal period
     State mine = **read;
     mine.serial++;
     mine.resources.clear();
-    Status w = (*store)->Write(mine);
-    if (w.ok()) ::_exit(6);
+    Status w = store.Write(mine);
+    if (w.ok()) return 6;
     if (w.message().find("the state lock was lost (its lease default/onboard-lock-prod was") ==
             std::string::npos ||
         w.message().find("nothing was written") == std::string::npos) {
       std::fprintf(stderr, "child write: %s\n", w.message().c_str());
-      ::_exit(7);
+      return 7;
     }
-    ::_exit(0);
-  }
+    return 0;
+  });
+  ASSERT_GE(child, 0);
   ChildGuard guard(child);
   auto setup = Open();
   ASSERT_TRUE(setup->Read().ok());
