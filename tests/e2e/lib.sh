@@ -6,6 +6,10 @@
 #                                       SANDBOX_APISERVER_PID, SANDBOX_VMS_PID, SANDBOX_API_URL
 #   sandbox_write_fleet DIR             writes DIR/fleet/bookinfo.yaml from DIR/vms/vms.json
 #   sandbox_stop                        stops what sandbox_start started (by PID), waits for it
+#   sandbox_engines_start DIR IMAGE     (root) one private Docker engine per VM of DIR/vms, IMAGE
+#                                       imported into each, and each VM's `docker` pointed at its own
+#                                       engine; sets SANDBOX_ENGINE_DIRS (engine of VM i: element i)
+#   sandbox_engines_stop                stops those engines (their containers too), waits for them
 #
 # Network choice: the Fleet gives the workloads no `network`, i.e. the VMs are on the cluster's
 # network. That is the truth for the sandbox (everything is on 127.0.0.1), and it means onboard
@@ -135,4 +139,79 @@ YAML
       done
     fi
   } >"$dir/fleet/bookinfo.yaml"
+}
+
+# -- real Docker engines for the VMs (DESIGN §8) ------------------------------------------------
+# One dockerd per VM, each with its own data root, exec root and socket (DIR/dockerd/vmN/), as on
+# real VMs: each VM's proxy keeps the default container name and nothing of one VM can be seen
+# through another VM's `docker`. Each VM's tools/docker becomes the real client bound to its own
+# engine (-H unix://...), recording every call in tools/docker-state/calls.log as the stand-in
+# does. The engines are started with setsid (they outlive a killed test), so sandbox_engines_start
+# also leaves a watchdog, in its own session, that stops them once this shell is gone: a test
+# killed by a timeout (SIGKILL, no trap) leaves no dockerd behind.
+SANDBOX_ENGINE_DIRS=()
+
+sandbox_engines_start() {
+  local dir=$1 image=$2 src vms n i e tools pids=() rc=0
+  src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  vms=$dir/vms/vms.json
+  n=$(jq '.vms | length' "$vms")
+  SANDBOX_ENGINE_DIRS=()
+  for ((i = 0; i < n; i++)); do SANDBOX_ENGINE_DIRS+=("$dir/dockerd/vm$((i + 1))"); done
+  mkdir -p "${SANDBOX_ENGINE_DIRS[@]}"
+  ( setsid sh -c 'p=$1 stop=$2; shift 2
+      while kill -0 "$p" 2>/dev/null; do sleep 1; done
+      for d in "$@"; do [ -e "$d" ] && "$stop" "$d"; done' \
+      engine-watchdog "$$" "$src/tests/sandbox/docker/stop-dockerd.sh" "${SANDBOX_ENGINE_DIRS[@]}" \
+      </dev/null >/dev/null 2>&1 & )
+  for e in "${SANDBOX_ENGINE_DIRS[@]}"; do
+    "$src/tests/sandbox/docker/start-dockerd.sh" "$e" >"$e/start.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then
+      echo "sandbox: the Docker engine for vm$((i + 1)) did not start:" >&2
+      sed 's/^/  | /' "${SANDBOX_ENGINE_DIRS[$i]}/start.log" >&2
+      rc=1
+    fi
+  done
+  [ $rc = 0 ] || return 1
+  pids=()
+  for e in "${SANDBOX_ENGINE_DIRS[@]}"; do
+    "$src/tests/sandbox/docker/make-proxy-image.sh" "$e/docker.sock" "$image" >"$e/image.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then
+      echo "sandbox: importing $image into the engine of vm$((i + 1)) failed:" >&2
+      sed 's/^/  | /' "${SANDBOX_ENGINE_DIRS[$i]}/image.log" >&2
+      rc=1
+    fi
+  done
+  [ $rc = 0 ] || return 1
+  for ((i = 0; i < n; i++)); do
+    tools=$(jq -r ".vms[$i].tools_dir" "$vms")
+    mkdir -p "$tools/docker-state"
+    cat >"$tools/docker.new" <<WRAPPER
+#!/bin/sh
+# vm$((i + 1))'s docker (written by tests/e2e/lib.sh): the real client bound to this VM's own
+# engine; every call is recorded in docker-state/calls.log, like the stand-in records them.
+{ printf 'docker'; for a in "\$@"; do printf ' %s' "\$a"; done; printf '\\n'; } >>'$tools/docker-state/calls.log'
+exec /usr/bin/docker -H 'unix://${SANDBOX_ENGINE_DIRS[$i]}/docker.sock' "\$@"
+WRAPPER
+    chmod 0755 "$tools/docker.new"
+    mv "$tools/docker.new" "$tools/docker"
+  done
+}
+
+sandbox_engines_stop() {
+  local src e pids=()
+  [ ${#SANDBOX_ENGINE_DIRS[@]} -gt 0 ] || return 0
+  src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  for e in "${SANDBOX_ENGINE_DIRS[@]}"; do
+    "$src/tests/sandbox/docker/stop-dockerd.sh" "$e" >/dev/null 2>&1 &
+    pids+=($!)
+  done
+  for e in "${pids[@]}"; do wait "$e"; done
+  SANDBOX_ENGINE_DIRS=()
 }
