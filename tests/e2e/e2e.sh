@@ -14,49 +14,20 @@ source "$here/lib.sh"
 scenario=${1:?usage: e2e.sh apply|drift|rollback|destroy|token|crash|concurrent|docker}
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/onboard-e2e-$scenario.XXXXXX")
-failures=0
 ONBOARD_PID=""
-finish() {
-  local rc=$?
+e2e_cleanup() {
   [ -n "$ONBOARD_PID" ] && kill -KILL "$ONBOARD_PID" 2>/dev/null
   sandbox_engines_stop   # the docker scenario's engines (none otherwise)
   sandbox_stop
-  if [ "$failures" = 0 ] && [ "$rc" = 0 ]; then
-    if [ -z "${E2E_KEEP:-}" ]; then rm -rf "$T"; else echo "e2e $scenario: passed; sandbox kept in $T"; fi
-  else
-    echo "e2e $scenario: FAILED (sandbox, logs and outputs kept in $T)" >&2
-    [ "$rc" = 0 ] && rc=1
-  fi
-  exit "$rc"
 }
-trap finish EXIT
-trap 'exit 130' INT TERM
+e2e_harness "$scenario"
 
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-die() { echo "FAIL: $*" >&2; failures=$((failures + 1)); exit 1; }
-ok() { echo "ok: $*"; }
-
-# ob EXPECTED_RC ARGS...: runs onboard in the fleet dir, output in $T/out (also shown); dies when
-# the exit code differs.
-step=0
+# ob EXPECTED_RC ARGS...: runs onboard in the fleet dir (plan, apply and destroy without colour).
 ob() {
-  local expect=$1; shift
-  step=$((step + 1))
-  echo "---- [$step] onboard $* (expect exit $expect)"
-  local color=(--no-color)
+  local expect=$1 color=(--no-color)
+  shift
   case $1 in plan|apply|destroy) ;; *) color=() ;; esac
-  (cd "$T/fleet" && "$ONBOARD" "$@" "${color[@]}") >"$T/out.$step" 2>&1
-  local rc=$?
-  cp "$T/out.$step" "$T/out"
-  if [ "$rc" != "$expect" ]; then
-    sed 's/^/  | /' "$T/out" | tail -60 >&2
-    die "onboard $* exited $rc, expected $expect"
-  fi
-  grep -E '^(Plan:|No changes|Apply complete|Destroy complete|Apply failed|Error|error)' "$T/out" | sed 's/^/  /'
-  return 0
-}
-out_has() {   # out_has REGEX WHAT
-  grep -Eq -- "$1" "$T/out" || fail "$2: the output has no line matching /$1/ (see $T/out.$step)"
+  e2e_run "$T/fleet" "$expect" "$ONBOARD" "$@" "${color[@]}"
 }
 
 api() { curl -sk --max-time 10 "$@"; }

@@ -20,47 +20,15 @@ source "$here/lib.sh"
 export ONBOARD
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/onboard-e2e-gitops.XXXXXX")
-failures=0
 BG_PID="" HTTP_PID=""
-finish() {
-  local rc=$?
+e2e_cleanup() {
   [ -n "$BG_PID" ] && kill -KILL "$BG_PID" 2>/dev/null
   [ -n "$HTTP_PID" ] && kill -TERM "$HTTP_PID" 2>/dev/null && wait "$HTTP_PID" 2>/dev/null
   sandbox_stop
-  if [ "$failures" = 0 ] && [ "$rc" = 0 ] && [ -z "${E2E_KEEP:-}" ]; then
-    rm -rf "$T"
-  else
-    echo "e2e gitops: FAILED (sandbox, logs and outputs kept in $T)" >&2
-    [ "$rc" = 0 ] && rc=1
-  fi
-  exit "$rc"
 }
-trap finish EXIT
-trap 'exit 130' INT TERM
+e2e_harness gitops
 
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-die() { echo "FAIL: $*" >&2; failures=$((failures + 1)); exit 1; }
-ok() { echo "ok: $*"; }
-
-# run EXPECTED_RC COMMAND...: runs it in the repository copy, output in $T/out (and $T/out.N).
-step=0
-run() {
-  local expect=$1; shift
-  step=$((step + 1))
-  echo "---- [$step] $* (expect exit $expect)"
-  (cd "$T/repo" && "$@") >"$T/out.$step" 2>&1
-  local rc=$?
-  cp "$T/out.$step" "$T/out"
-  if [ "$rc" != "$expect" ]; then
-    sed 's/^/  | /' "$T/out" | tail -60 >&2
-    die "$* exited $rc, expected $expect"
-  fi
-  grep -E '^(Plan:|No changes|Apply complete|Destroy complete|Pushed|Error|error|plan for|no drift)' "$T/out" | sed 's/^/  /'
-  return 0
-}
-out_has() {   # out_has REGEX WHAT
-  grep -Eq -- "$1" "$T/out" || fail "$2: the output has no line matching /$1/ (see $T/out.$step)"
-}
+run() { e2e_run "$T/repo" "$@"; }   # run EXPECTED_RC COMMAND...: in the repository copy
 kc() { kubectl --kubeconfig "$T/api/kubeconfig" "$@"; }
 ob() { "$ONBOARD" "$@" -f clusters/sandbox; }
 lease_holder() { kc -n onboard-system get lease onboard-lock-bookinfo-sandbox -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null; }

@@ -1,4 +1,4 @@
-# Shared by scripts/demo.sh and tests/e2e/e2e.sh: start the local sandbox (the test Kubernetes API
+# Shared by scripts/demo.sh, the e2e scripts and the benchmarks: start the local sandbox (the test Kubernetes API
 # server with its seeded Istio namespace, and sshd "VMs" with the docker stand-in) and write the
 # Bookinfo Fleet manifest that points onboard at it. Source it; it defines functions only.
 #
@@ -214,4 +214,52 @@ sandbox_engines_stop() {
   done
   for e in "${pids[@]}"; do wait "$e"; done
   SANDBOX_ENGINE_DIRS=()
+}
+
+# ---- The harness of the e2e scripts (tests/e2e/e2e.sh, tests/e2e/gitops.sh). A script sets T
+# (its scratch dir) and may define e2e_cleanup (what to stop), then calls e2e_harness NAME.
+#   fail MSG / die MSG / ok MSG       count a failure (die also exits) / report a pass
+#   e2e_run DIR EXPECTED_RC CMD...    runs CMD in DIR, output in $T/out (and $T/out.N); dies when
+#                                     its exit code differs, printing the output's tail
+#   out_has REGEX WHAT                the last output has a line matching REGEX
+# On exit $T is removed after a pass (kept with E2E_KEEP=1) and kept after a failure.
+e2e_harness() {
+  E2E_NAME=$1
+  failures=0
+  step=0
+  trap e2e_finish EXIT
+  trap 'exit 130' INT TERM
+}
+e2e_finish() {
+  local rc=$?
+  if declare -F e2e_cleanup >/dev/null; then e2e_cleanup; fi
+  if [ "$failures" = 0 ] && [ "$rc" = 0 ]; then
+    if [ -z "${E2E_KEEP:-}" ]; then rm -rf "$T"; else echo "e2e $E2E_NAME: passed; sandbox kept in $T"; fi
+  else
+    echo "e2e $E2E_NAME: FAILED (sandbox, logs and outputs kept in $T)" >&2
+    [ "$rc" = 0 ] && rc=1
+  fi
+  exit "$rc"
+}
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+die() { echo "FAIL: $*" >&2; failures=$((failures + 1)); exit 1; }
+ok() { echo "ok: $*"; }
+e2e_run() {
+  local dir=$1 expect=$2 rc
+  shift 2
+  step=$((step + 1))
+  echo "---- [$step] $* (expect exit $expect)"
+  (cd "$dir" && "$@") >"$T/out.$step" 2>&1
+  rc=$?
+  cp "$T/out.$step" "$T/out"
+  if [ "$rc" != "$expect" ]; then
+    sed 's/^/  | /' "$T/out" | tail -60 >&2
+    die "$* exited $rc, expected $expect"
+  fi
+  grep -E '^(Plan:|No changes|Apply complete|Destroy complete|Apply failed|Pushed|Error|error|plan for|no drift)' \
+    "$T/out" | sed 's/^/  /'
+  return 0
+}
+out_has() {
+  grep -Eq -- "$1" "$T/out" || fail "$2: the output has no line matching /$1/ (see $T/out.$step)"
 }
