@@ -5,6 +5,7 @@
 //   /version, /api, /api/v1, /apis, /apis/G, /apis/G/V, /openapi/v3[/<gv>] (paths only, no schemas)
 //   core v1: namespaces (cluster-scoped), configmaps, secrets, serviceaccounts,
 //            serviceaccounts/NAME/token (TokenRequest, JWT-shaped HS256 token)
+//            (a Secret whose data exceeds 1048576 decoded bytes is refused with 422, as a real one)
 //   networking.istio.io v1 + v1beta1: workloadentries, sidecars (validated against the CRD schema)
 //   install.tetrate.io v1alpha1: controlplanes;  coordination.k8s.io v1: leases
 //   GET item/list (labelSelector, fieldSelector metadata.name/namespace), POST, PUT, DELETE
