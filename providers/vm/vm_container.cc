@@ -256,17 +256,9 @@ Result<StepResult> VmProvider::ApplyContainer(const StepRequest& req) {
 
 Result<StepResult> VmProvider::RollbackContainer(const StepRequest& req) {
   const std::string workload = internal::StepWorkload(req);
-  RunRecord rec;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = records_.find(RecordKey(workload, ResourceType::kContainer));
-    if (it == records_.end()) {
-      StepResult res;  // this run did not touch the container
-      if (req.prior) res.state = *req.prior;
-      return res;
-    }
-    rec = it->second;
-  }
+  std::optional<RunRecord> found = RecordOf(req, ResourceType::kContainer);
+  if (!found) return Unchanged(req);  // this run changed nothing here
+  const RunRecord& rec = *found;
   const std::string target = EndpointName(rec.endpoint);
   std::string script = rec.container_replaced
                            ? RestoreScript(rec.docker, rec.container)

@@ -277,17 +277,9 @@ Result<StepResult> VmProvider::ApplyFiles(const StepRequest& req) {
 
 Result<StepResult> VmProvider::RollbackFiles(const StepRequest& req) {
   const std::string workload = internal::StepWorkload(req);
-  RunRecord rec;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = records_.find(RecordKey(workload, ResourceType::kFiles));
-    if (it == records_.end()) {
-      StepResult res;  // this run changed nothing here
-      if (req.prior) res.state = *req.prior;
-      return res;
-    }
-    rec = it->second;
-  }
+  std::optional<RunRecord> found = RecordOf(req, ResourceType::kFiles);
+  if (!found) return Unchanged(req);  // this run changed nothing here
+  const RunRecord& rec = *found;
   const std::string target = EndpointName(rec.endpoint);
   std::string script = "set -e\numask 077\nd=" + ShellQuote(rec.dir) + "\nb=\"$d/" +
                        internal::kBackupDir + "\"\n";
@@ -439,17 +431,9 @@ Result<StepResult> VmProvider::ApplyHosts(const StepRequest& req) {
 
 Result<StepResult> VmProvider::RollbackHosts(const StepRequest& req) {
   const std::string workload = internal::StepWorkload(req);
-  RunRecord rec;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = records_.find(RecordKey(workload, ResourceType::kHosts));
-    if (it == records_.end()) {
-      StepResult res;
-      if (req.prior) res.state = *req.prior;
-      return res;
-    }
-    rec = it->second;
-  }
+  std::optional<RunRecord> found = RecordOf(req, ResourceType::kHosts);
+  if (!found) return Unchanged(req);  // this run changed nothing here
+  const RunRecord& rec = *found;
   const std::string target = EndpointName(rec.endpoint);
   bool had = !rec.hosts_prev_block.empty();
   std::string script = HostsScript(rec.hosts_file, workload, had);

@@ -230,6 +230,19 @@ Result<std::shared_ptr<ssh::Session>> VmProvider::SessionFor(const ssh::Endpoint
   return pool_->Get(ep);
 }
 
+std::optional<VmProvider::RunRecord> VmProvider::RecordOf(const StepRequest& req, ResourceType t) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = records_.find(RecordKey(internal::StepWorkload(req), t));
+  if (it == records_.end()) return std::nullopt;
+  return it->second;
+}
+
+StepResult VmProvider::Unchanged(const StepRequest& req) {
+  StepResult res;
+  if (req.prior) res.state = *req.prior;
+  return res;
+}
+
 std::string VmProvider::RecordKey(const std::string& workload, ResourceType t) const {
   return workload + "\n" + TypeName(t);
 }

@@ -26,6 +26,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -102,6 +103,10 @@ class VmProvider : public Provider {
   Result<StepResult> RollbackHosts(const StepRequest& req);
 
   std::string RecordKey(const std::string& workload, ResourceType t) const;
+  // What this run changed for the step's workload and resource type; nullopt when it changed
+  // nothing there (rollback then leaves the recorded state as it was).
+  std::optional<RunRecord> RecordOf(const StepRequest& req, ResourceType t);
+  static StepResult Unchanged(const StepRequest& req);
 
   VmProviderOptions options_;
   std::mutex mu_;
